@@ -1,0 +1,56 @@
+# Two commands on a fresh machine with Python 3.11:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+
+export PATH := $(BIN):$(PATH)
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export MVT_DATA_DIR ?= $(CURDIR)/data
+export MVT_DUCKDB_PATH ?= $(MVT_DATA_DIR)/warehouse/mvt.duckdb
+export MVT_REPORTS_DIR ?= $(MVT_DATA_DIR)/reports
+
+# Sample data of the demo (override: make demo USERS=50000 DAYS=14)
+USERS ?= 20000
+DAYS ?= 7
+SEED ?= 42
+START ?= 2026-11-10
+
+.PHONY: install dagster-home manifest demo test ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo ">> creating $(VENV) with $(PYTHON) and installing mvt_pipeline[dev]"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+dagster-home: $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml:
+	@mkdir -p $(DAGSTER_HOME)
+	@printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
+	@echo ">> DAGSTER_HOME=$(DAGSTER_HOME) (telemetry off, one warehouse writer at a time)"
+
+manifest: install
+	@echo ">> preparing the dbt manifest"
+	$(BIN)/dbt parse --project-dir dbt --profiles-dir dbt --quiet
+
+demo: install dagster-home manifest
+	$(BIN)/python -m mvt_pipeline.demo --users $(USERS) --days $(DAYS) --seed $(SEED) --start-date $(START)
+
+test: install dagster-home manifest
+	@$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
+	exit $$status
+
+ui: install dagster-home manifest
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf data/raw data/warehouse data/reports data/truth.json dbt/target dbt/logs $(DAGSTER_HOME)

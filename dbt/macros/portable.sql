@@ -1,0 +1,49 @@
+{#
+  Adapter-specific SQL lives behind these dispatched macros so the models stay portable
+  (DESIGN.md section 1). Add `<adapter>__<macro>` implementations to run on another warehouse.
+#}
+
+{% macro json_text(json_expr, key_expr) -%}
+    {{ return(adapter.dispatch('json_text', 'mvt_pipeline')(json_expr, key_expr)) }}
+{%- endmacro %}
+{% macro default__json_text(json_expr, key_expr) -%}
+    json_extract_string({{ json_expr }}, '$.' || {{ key_expr }})
+{%- endmacro %}
+
+{% macro json_field(json_expr, key) -%}
+    {{ return(adapter.dispatch('json_field', 'mvt_pipeline')(json_expr, key)) }}
+{%- endmacro %}
+{% macro default__json_field(json_expr, key) -%}
+    json_extract_string({{ json_expr }}, '$.{{ key }}')
+{%- endmacro %}
+
+{% macro add_days(ts_expr, days_expr) -%}
+    {{ return(adapter.dispatch('add_days', 'mvt_pipeline')(ts_expr, days_expr)) }}
+{%- endmacro %}
+{% macro default__add_days(ts_expr, days_expr) -%}
+    ({{ ts_expr }} + ({{ days_expr }}) * interval '1 day')
+{%- endmacro %}
+
+{% macro ordered_string_agg(expr, sep, order_by) -%}
+    {{ return(adapter.dispatch('ordered_string_agg', 'mvt_pipeline')(expr, sep, order_by)) }}
+{%- endmacro %}
+{% macro default__ordered_string_agg(expr, sep, order_by) -%}
+    listagg({{ expr }}, '{{ sep }}') within group (order by {{ order_by }})
+{%- endmacro %}
+{% macro duckdb__ordered_string_agg(expr, sep, order_by) -%}
+    string_agg({{ expr }}, '{{ sep }}' order by {{ order_by }})
+{%- endmacro %}
+
+{% macro regex_matches(expr, pattern) -%}
+    {{ return(adapter.dispatch('regex_matches', 'mvt_pipeline')(expr, pattern)) }}
+{%- endmacro %}
+{% macro default__regex_matches(expr, pattern) -%}
+    regexp_matches({{ expr }}, '{{ pattern }}')
+{%- endmacro %}
+
+{% macro hash_text(expr) -%}
+    {{ return(adapter.dispatch('hash_text', 'mvt_pipeline')(expr)) }}
+{%- endmacro %}
+{% macro default__hash_text(expr) -%}
+    md5({{ expr }})
+{%- endmacro %}

@@ -1,0 +1,39 @@
+-- Metric events of analysable exposed units: `post` inside the attribution window
+-- [first exposure, first exposure + window days), `pre` in the pre-period before first exposure
+-- (the CUPED covariate). Events elsewhere are not attributed.
+with experiment_sources as (
+    select distinct em.experiment_id, s.source_metric
+    from {{ source('raw', 'registry_experiment_metrics') }} as em
+    inner join (
+        select metric, source_metric from {{ source('raw', 'registry_metrics') }}
+        union all
+        select metric, numerator_source from {{ source('raw', 'registry_metrics') }}
+        union all
+        select metric, denominator_source from {{ source('raw', 'registry_metrics') }}
+    ) as s on s.metric = em.metric
+    where s.source_metric is not null
+),
+
+candidate as (
+    select
+        x.experiment_id,
+        x.unit_id,
+        e.event_id,
+        e.metric as source_metric,
+        e.value,
+        e.ts,
+        case
+            when e.ts >= x.first_exposure_at
+             and e.ts < {{ add_days('x.first_exposure_at', 'r.attribution_window_days') }} then 'post'
+            when e.ts < x.first_exposure_at
+             and e.ts >= {{ add_days('x.first_exposure_at', '-r.pre_period_days') }} then 'pre'
+        end as period
+    from {{ ref('fct_exposures') }} as x
+    inner join {{ source('raw', 'registry_experiments') }} as r on r.experiment_id = x.experiment_id
+    inner join {{ ref('stg_events') }} as e on e.unit_id = x.unit_id and e.event_type = 'metric'
+    inner join experiment_sources as s
+        on s.experiment_id = x.experiment_id and s.source_metric = e.metric
+    where x.is_analysable
+)
+
+select * from candidate where period is not null

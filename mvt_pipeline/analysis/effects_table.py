@@ -1,0 +1,99 @@
+"""Run the factorial engine for every (experiment, metric) in the registry and stack the results
+into the `analysis.effects` contract, with multiplicity handled per decision family
+(DESIGN.md 5a): primary metrics together, secondary metrics together, guardrails on their own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..registry import Experiment, Registry
+from ..stats import analyze_cells, benjamini_hochberg
+from .cells import split_cell_ids
+
+EFFECT_COLUMNS = [
+    "experiment_id", "metric", "metric_role", "metric_kind", "term", "level", "aliases",
+    "estimate", "std_error", "ci_low", "ci_high", "p_value", "q_value",
+    "control_mean", "rel_lift", "rel_ci_low", "rel_ci_high", "rel_p_value",
+    "n_units", "se_type", "status",
+]
+
+SUPPORTED_KINDS = {"binary", "continuous", "count"}
+
+
+def _status_row(experiment: Experiment, metric: str, role: str, kind: str, status: str) -> dict:
+    row = {c: np.nan for c in EFFECT_COLUMNS}
+    row.update(experiment_id=experiment.id, metric=metric, metric_role=role, metric_kind=kind,
+               term=None, level=None, aliases=None, se_type=None, status=status)
+    return row
+
+
+def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: pd.DataFrame,
+                       se: str = "robust") -> pd.DataFrame:
+    """Effects of one experiment; `cell_stats` are its overall `agg_cell_stats` rows."""
+    frames = []
+    factors = {f.name: list(f.levels) for f in experiment.factors}
+    control = {f.name: f.control for f in experiment.factors}
+    for metric_name, role in experiment.metrics.by_role():
+        metric = registry.metric(metric_name)
+        rows = cell_stats[cell_stats["metric"] == metric_name]
+        if metric.kind not in SUPPORTED_KINDS:
+            frames.append(pd.DataFrame([_status_row(
+                experiment, metric_name, role, metric.kind,
+                f"not analysed: {metric.kind} metrics are not supported by the engine yet")]))
+            continue
+        rows = rows[rows["n"] > 0]
+        if rows.empty:
+            frames.append(pd.DataFrame([_status_row(experiment, metric_name, role, metric.kind,
+                                                    "not analysed: no exposed units yet")]))
+            continue
+        cells = pd.concat([split_cell_ids(rows["cell_id"], experiment),
+                           rows[["n", "sum", "sum_sq"]].astype(float)], axis=1)
+        try:
+            result = analyze_cells(
+                cells, factors, control=control, generators=experiment.design.generators,
+                codes=experiment.factor_codes(), alpha=experiment.alpha, se=se,
+            )
+        except ValueError as exc:
+            frames.append(pd.DataFrame([_status_row(experiment, metric_name, role, metric.kind,
+                                                    f"not analysed: {exc}")]))
+            continue
+        eff = result.effects.copy()
+        eff["experiment_id"] = experiment.id
+        eff["metric"] = metric_name
+        eff["metric_role"] = role
+        eff["metric_kind"] = metric.kind
+        eff["se_type"] = se
+        eff["status"] = "ok"
+        if "aliases" not in eff:
+            eff["aliases"] = None
+        frames.append(eff.reindex(columns=EFFECT_COLUMNS))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EFFECT_COLUMNS)
+    return _family_q_values(out)
+
+
+def _family_q_values(effects: pd.DataFrame) -> pd.DataFrame:
+    """BH across effects x metrics within the primary family and within the secondary family;
+    guardrails are judged on their own p-values."""
+    effects = effects.copy()
+    effects["q_value"] = np.nan
+    for role in ("primary", "secondary"):
+        mask = (effects["metric_role"] == role) & effects["p_value"].notna()
+        if mask.any():
+            effects.loc[mask, "q_value"] = benjamini_hochberg(effects.loc[mask, "p_value"].to_numpy())
+    guard = (effects["metric_role"] == "guardrail") & effects["p_value"].notna()
+    effects.loc[guard, "q_value"] = effects.loc[guard, "p_value"]
+    return effects
+
+
+def all_effects(registry: Registry, agg_cell_stats: pd.DataFrame, se: str = "robust") -> pd.DataFrame:
+    overall = agg_cell_stats[agg_cell_stats["segment"] == "overall"]
+    frames = []
+    for experiment in registry.experiments:
+        if experiment.status == "draft":
+            continue
+        stats = overall[overall["experiment_id"] == experiment.id]
+        frames.append(experiment_effects(experiment, registry, stats, se=se))
+    if not frames:
+        return pd.DataFrame(columns=EFFECT_COLUMNS)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,6 @@
+"""Raw dump ingestion: files in, `raw.events` and `raw.quarantine` out, nothing lost."""
+
+from .raw_loader import IngestSummary, ingest_partition, list_partition_files
+from .warehouse_schema import ensure_raw_schema
+
+__all__ = ["IngestSummary", "ensure_raw_schema", "ingest_partition", "list_partition_files"]

@@ -1,0 +1,215 @@
+"""Pydantic models of the experiment and metric registry (DESIGN.md section 3).
+
+Names that end up in SQL or in statistical model terms are validated against a strict pattern here,
+once, so no later layer has to trust user text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+LEVEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+FLAG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,126}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Factor(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    levels: list[str] = Field(min_length=2)
+    control: str
+    flag_key: str | None = Field(default=None, pattern=FLAG_KEY_PATTERN)
+    code: str | None = Field(default=None, pattern=r"^[A-Z]$")
+    weights: list[float] | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_ok(cls, levels: list[str]) -> list[str]:
+        for level in levels:
+            if not re.match(LEVEL_PATTERN, level):
+                raise ValueError(f"level {level!r} must match {LEVEL_PATTERN}")
+        if len(set(levels)) != len(levels):
+            raise ValueError("levels must be unique")
+        return levels
+
+    @model_validator(mode="after")
+    def _control_and_weights(self) -> "Factor":
+        if self.control not in self.levels:
+            raise ValueError(f"control level {self.control!r} is not one of {self.levels}")
+        if self.weights is not None:
+            if len(self.weights) != len(self.levels) or any(w <= 0 for w in self.weights):
+                raise ValueError("weights must be one positive number per level")
+        return self
+
+    @property
+    def level_weights(self) -> dict[str, float]:
+        weights = self.weights or [1.0] * len(self.levels)
+        total = sum(weights)
+        return {lvl: w / total for lvl, w in zip(self.levels, weights)}
+
+
+class Design(_Strict):
+    type: Literal["full", "fractional"] = "full"
+    generators: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _generators_only_for_fractional(self) -> "Design":
+        if self.type == "full" and self.generators:
+            raise ValueError("generators are only allowed with type: fractional")
+        if self.type == "fractional" and not self.generators:
+            raise ValueError("a fractional design needs at least one generator such as 'D=ABC'")
+        for gen in self.generators:
+            if not re.match(r"^[A-Z]=[A-Z]{2,}$", gen.replace(" ", "")):
+                raise ValueError(f"generator {gen!r} must look like 'D=ABC'")
+        return self
+
+
+class ExperimentMetrics(_Strict):
+    primary: list[str] = Field(min_length=1)
+    secondary: list[str] = Field(default_factory=list)
+    guardrails: list[str] = Field(default_factory=list)
+
+    def by_role(self) -> list[tuple[str, str]]:
+        return (
+            [(m, "primary") for m in self.primary]
+            + [(m, "secondary") for m in self.secondary]
+            + [(m, "guardrail") for m in self.guardrails]
+        )
+
+
+class Experiment(_Strict):
+    id: str = Field(pattern=NAME_PATTERN)
+    owner: str = Field(min_length=1)
+    hypothesis: str = Field(min_length=1)
+    unit: str = Field(default="user", pattern=NAME_PATTERN)
+    status: Literal["draft", "running", "stopped", "concluded"]
+    start_date: dt.date
+    end_date: dt.date | None = None
+    layer: str | None = Field(default=None, pattern=NAME_PATTERN)
+    factors: list[Factor] = Field(min_length=1)
+    design: Design = Field(default_factory=Design)
+    metrics: ExperimentMetrics
+    attribution_window_days: int = Field(default=7, ge=1, le=365)
+    pre_period_days: int = Field(default=14, ge=0, le=365)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    mde: float | None = Field(default=None, gt=0)
+    segments: list[str] = Field(default_factory=list)
+    flip_policy: Literal["exclude", "first_cell"] = "exclude"
+    min_units_per_cell: int = Field(default=150, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Experiment":
+        names = [f.name for f in self.factors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"factor names must be unique, got {names}")
+        if self.end_date and self.end_date < self.start_date:
+            raise ValueError("end_date is before start_date")
+        for seg in self.segments:
+            if seg not in SEGMENT_COLUMNS:
+                raise ValueError(f"segment {seg!r} is not one of {sorted(SEGMENT_COLUMNS)}")
+        if self.design.type == "fractional":
+            if any(len(f.levels) != 2 for f in self.factors):
+                raise ValueError("fractional designs need two-level factors")
+            codes = self.factor_codes()
+            for gen in self.design.generators:
+                for letter in gen.replace(" ", "").replace("=", ""):
+                    if letter not in codes.values():
+                        raise ValueError(f"generator {gen!r} uses unknown factor code {letter!r}")
+        return self
+
+    def factor_codes(self) -> dict[str, str]:
+        """Single-letter codes (A, B, ...) used by fractional-design generators."""
+        return {f.name: f.code or chr(ord("A") + i) for i, f in enumerate(self.factors)}
+
+    def factor(self, name: str) -> Factor:
+        for f in self.factors:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+SEGMENT_COLUMNS = {"device", "platform", "country", "is_new_user"}
+
+
+class Aggregate(_Strict):
+    source: str = Field(pattern=NAME_PATTERN)
+    aggregation: Literal["sum", "count"] = "sum"
+
+
+class Metric(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: Literal["binary", "continuous", "count", "ratio", "quantile"]
+    description: str = ""
+    source: str | None = Field(default=None, pattern=NAME_PATTERN)
+    aggregation: Literal["sum", "count", "max"] = "sum"
+    numerator: Aggregate | None = None
+    denominator: Aggregate | None = None
+    q: float | None = Field(default=None, gt=0, lt=1)
+    direction: Literal["higher", "lower"] = "higher"
+    winsorize: float | None = Field(default=None, gt=0.5, le=1)
+    non_inferiority_margin: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "Metric":
+        if self.kind == "ratio":
+            if not (self.numerator and self.denominator):
+                raise ValueError("a ratio metric needs numerator and denominator")
+        elif not self.source:
+            raise ValueError(f"a {self.kind} metric needs a source metric name")
+        if self.kind == "quantile" and self.q is None:
+            raise ValueError("a quantile metric needs q (e.g. 0.95)")
+        return self
+
+    @property
+    def effective_winsorize(self) -> float | None:
+        """Continuous metrics are capped at P99.9 unless they say otherwise (DESIGN.md 5a)."""
+        if self.winsorize is not None:
+            return None if self.winsorize >= 1 else self.winsorize
+        return 0.999 if self.kind == "continuous" else None
+
+
+class Registry(_Strict):
+    experiments: list[Experiment]
+    metrics: list[Metric]
+
+    @model_validator(mode="after")
+    def _references(self) -> "Registry":
+        ids = [e.id for e in self.experiments]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise ValueError(f"duplicate experiment ids: {sorted(dupes)}")
+        names = [m.name for m in self.metrics]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate metric names: {sorted(dupes)}")
+        known = set(names)
+        for exp in self.experiments:
+            for metric, _role in exp.metrics.by_role():
+                if metric not in known:
+                    raise ValueError(f"experiment {exp.id!r} uses unknown metric {metric!r}")
+        return self
+
+    def experiment(self, experiment_id: str) -> Experiment:
+        for e in self.experiments:
+            if e.id == experiment_id:
+                return e
+        raise KeyError(experiment_id)
+
+    def metric(self, name: str) -> Metric:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(name)

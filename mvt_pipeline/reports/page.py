@@ -1,0 +1,81 @@
+"""The HTML page shell shared by experiment reports and the index: inline CSS, no external anything.
+
+Reports are mailed, attached to tickets and opened years later offline, so a page must render from
+its own bytes alone. The Content-Security-Policy forbids every network fetch and every script, so
+even a string that slipped past escaping could not execute or phone home.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .formatting import esc
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+CSS = """
+:root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg:#f6f8fa;
+        --good:#1a7f37; --bad:#cf222e; --warn:#9a6700; --info:#0969da; }
+* { box-sizing: border-box; }
+body { margin:0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--ink); }
+main { max-width: 1100px; margin: 0 auto; padding: 24px; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; }
+h3 { font-size: 15px; margin: 20px 0 6px; }
+.muted { color: var(--muted); } .small { font-size: 12px; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: var(--bg); font-weight: 600; }
+td.num { text-align: right; white-space: nowrap; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 8px 0; }
+dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; }
+.decision { border: 2px solid var(--info); border-radius: 8px; padding: 12px 16px; margin: 16px 0; }
+.decision .label { font-size: 22px; font-weight: 700; }
+.decision.good { border-color: var(--good); } .decision.good .label { color: var(--good); }
+.decision.bad { border-color: var(--bad); } .decision.bad .label { color: var(--bad); }
+.decision.warn { border-color: var(--warn); } .decision.warn .label { color: var(--warn); }
+.decision.info .label { color: var(--info); }
+.badge { display:inline-block; padding: 1px 8px; border-radius: 10px; border: 1px solid currentColor; }
+.badge.good { color: var(--good); } .badge.bad { color: var(--bad); }
+.badge.warn { color: var(--warn); } .badge.info { color: var(--info); }
+tr.good td.sig { color: var(--good); font-weight: 700; } tr.bad td.sig { color: var(--bad); font-weight: 700; }
+tr.unavailable td { color: var(--muted); font-style: italic; }
+.srm.pass { color: var(--good); } .srm.fail { color: var(--bad); font-weight: 700; }
+svg.forest { display: block; margin: 4px 0 12px; max-width: 100%; height: auto; }
+svg.forest text { font: 11px system-ui, sans-serif; fill: var(--ink); }
+footer { margin-top: 32px; padding-top: 12px; border-top: 1px solid var(--line); color: var(--muted); }
+footer li { margin: 3px 0; }
+"""
+
+
+def decision_tone(label: str | None) -> str:
+    """good / bad / warn / info: the colour of a decision label, from its leading word."""
+    text = (label or "").strip().lower()
+    if text.startswith("ship"):
+        return "good"
+    if text.startswith(("stop", "rollback", "roll back", "do not ship")):
+        return "bad"
+    if text.startswith(("investigate", "warn", "blocked")):
+        return "warn"
+    return "info"
+
+
+def fmt_timestamp(value: dt.datetime | dt.date | None) -> str:
+    if value is None:
+        return "\u2013"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
+            return esc(value.strftime("%Y-%m-%d %H:%M UTC"))
+        return esc(value.strftime("%Y-%m-%d %H:%M"))
+    return esc(value.isoformat())
+
+
+def page(title: str, body: str) -> str:
+    """A complete HTML document. `title` is escaped here; `body` must already be safe HTML."""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"{body}\n</main>\n</body>\n</html>\n"
+    )

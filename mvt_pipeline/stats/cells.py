@@ -1,0 +1,146 @@
+"""Validation of per-cell sufficient statistics (``n``, ``sum``, ``sum_sq``) into arrays.
+
+Why: the engine never sees per-unit rows (DESIGN section 9: sums are exact and ~10^5 times
+faster), so everything it needs must be checked here once: factor columns present, levels
+known, ``n >= 1``, and ``sum_sq`` consistent with ``sum`` (a non-negative within-cell sum of
+squares). Rows describing the same cell (e.g. one per segment or day) are added together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .coding import FactorSpec
+
+STAT_COLUMNS = ("n", "sum", "sum_sq")
+COVARIATE_COLUMNS = ("cov_sum", "cov_sum_sq", "cross_sum")  # sums of x, x^2, x*y per cell
+
+
+def as_pandas(frame, columns: Sequence[str]) -> pd.DataFrame:
+    """A pandas copy of ``columns`` of a pandas or polars frame (polars is not imported)."""
+    if isinstance(frame, pd.DataFrame):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"missing column(s) {missing}; the frame has {list(frame.columns)}")
+        return frame.loc[:, list(columns)].copy()
+    if type(frame).__module__.startswith("polars") and hasattr(frame, "get_column"):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"missing column(s) {missing}; the frame has {list(frame.columns)}")
+        return pd.DataFrame({c: frame.get_column(c).to_numpy() for c in columns})
+    raise TypeError(f"expected a pandas or polars DataFrame, got {type(frame).__name__}")
+
+
+@dataclass(frozen=True)
+class CellData:
+    """Observed cells in full-grid order: level indices, sizes, means and within-cell SS.
+
+    The ``cov_*``/``cross_within`` fields are set only for a CUPED/ANCOVA analysis: the mean of
+    the pre-period covariate ``x`` per cell, its within-cell SS, and the within-cell cross
+    product ``sum (x - xbar)(y - ybar)``.
+    """
+
+    spec: FactorSpec
+    level_idx: np.ndarray  # (cells, factors) indices into spec.levels
+    n: np.ndarray
+    mean: np.ndarray
+    ss_within: np.ndarray  # sum over units of (y - cell mean)^2
+    cov_mean: np.ndarray | None = None
+    cov_ss_within: np.ndarray | None = None
+    cross_within: np.ndarray | None = None
+
+    @property
+    def n_total(self) -> int:
+        return int(self.n.sum())
+
+    @property
+    def ss_within_total(self) -> float:
+        return float(self.ss_within.sum())
+
+    def level_frame(self) -> pd.DataFrame:
+        """Factor columns holding the level labels of each cell."""
+        return pd.DataFrame(
+            {
+                name: [self.spec.levels[f][i] for i in self.level_idx[:, f]]
+                for f, name in enumerate(self.spec.names)
+            }
+        )
+
+
+def collapse_cells(cell_stats, spec: FactorSpec, stat_columns: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Validate factor and ``stat_columns`` (first must be ``n``), add up rows of the same cell.
+
+    Returns the level indices of the observed cells in full-grid order and, per statistic, a
+    float array aligned with them. Shared by mean, CUPED and ratio metrics so every metric
+    kind refuses bad input the same way.
+    """
+    columns = list(spec.names) + list(stat_columns)
+    if isinstance(cell_stats, pd.DataFrame) or hasattr(cell_stats, "get_column"):
+        present = list(cell_stats.columns)
+        missing_f = [f for f in spec.names if f not in present]
+        if missing_f:
+            raise ValueError(f"factor column(s) {missing_f} missing from the cell statistics; columns are {present}")
+    df = as_pandas(cell_stats, columns)
+    if df.empty:
+        raise ValueError("no cells in the cell statistics")
+    for c in stat_columns:
+        vals = pd.to_numeric(df[c], errors="coerce").astype(float)
+        if vals.isna().any() or not np.isfinite(vals.to_numpy()).all():
+            raise ValueError(f"column {c!r} has missing or non-finite values")
+        df[c] = vals
+    for f, name in enumerate(spec.names):
+        if df[name].isna().any():
+            raise ValueError(f"factor column {name!r} has missing levels")
+        labels = df[name].astype(str)
+        unknown = sorted(set(labels) - set(spec.levels[f]))
+        if unknown:
+            raise ValueError(f"level(s) {unknown} of factor {name!r} are not in its levels {list(spec.levels[f])}")
+        df[name] = labels
+    if (df["n"] < 1).any():
+        bad = df.loc[df["n"] < 1, list(spec.names) + ["n"]].to_dict("records")
+        raise ValueError(f"every cell needs n >= 1; offending rows: {bad[:5]}")
+    if not np.allclose(df["n"], np.round(df["n"])):
+        raise ValueError("n must be a whole number of units")
+    grouped = df.groupby(list(spec.names), sort=False)[list(stat_columns)].sum().reset_index()
+    idx = np.column_stack(
+        [grouped[name].map({l: i for i, l in enumerate(spec.levels[f])}).to_numpy(dtype=int)
+         for f, name in enumerate(spec.names)]
+    )
+    order = np.lexsort(idx.T[::-1])
+    return idx[order], {c: grouped[c].to_numpy(dtype=float)[order] for c in stat_columns}
+
+
+def within_ss(sum_sq: np.ndarray, total: np.ndarray, n: np.ndarray, what: str) -> np.ndarray:
+    """``sum_sq - total^2 / n``, refusing clearly negative values (inconsistent sums)."""
+    ssw = sum_sq - total * (total / n)
+    tol = 1e-9 * np.maximum(np.abs(sum_sq), 1.0)
+    if np.any(ssw < -tol):
+        raise ValueError(f"{what} is smaller than sum^2/n in some cell: the sufficient statistics are inconsistent")
+    return np.maximum(ssw, 0.0)
+
+
+def prepare_cells(cell_stats, spec: FactorSpec, covariate: bool = False) -> CellData:
+    """Check and collapse ``cell_stats`` into a :class:`CellData` (see module docstring).
+
+    With ``covariate=True`` the columns :data:`COVARIATE_COLUMNS` are required too and the
+    within-cell covariance matrix of ``(x, y)`` must be positive semi-definite.
+    """
+    stat_cols = list(STAT_COLUMNS) + (list(COVARIATE_COLUMNS) if covariate else [])
+    idx, st = collapse_cells(cell_stats, spec, stat_cols)
+    n = st["n"]
+    ssw = within_ss(st["sum_sq"], st["sum"], n, "sum_sq")
+    if not covariate:
+        return CellData(spec, idx, n, st["sum"] / n, ssw)
+    xss = within_ss(st["cov_sum_sq"], st["cov_sum"], n, "cov_sum_sq")
+    cross = st["cross_sum"] - st["cov_sum"] * (st["sum"] / n)
+    scale = np.maximum(np.abs(st["cross_sum"]), 1.0)
+    if np.any(cross**2 > ssw * xss + 1e-9 * scale**2):
+        raise ValueError(
+            "cross_sum is inconsistent with sum_sq and cov_sum_sq in some cell "
+            "(|within-cell covariance| exceeds the product of the standard deviations)"
+        )
+    return CellData(spec, idx, n, st["sum"] / n, ssw, st["cov_sum"] / n, xss, cross)
