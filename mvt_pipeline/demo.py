@@ -14,14 +14,16 @@ import time
 from .config import settings
 
 
-def _materialize(defs, selection, partition_key, instance) -> None:
+def _materialize(defs, selection, instance, partition_key=None, as_of=None) -> None:
     import dagster as dg
 
     job = dg.define_asset_job("__demo", selection=selection)
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("__demo")
-    result = resolved.execute_in_process(instance=instance, partition_key=partition_key)
+    tags = {"mvt/as_of": as_of} if as_of else None
+    result = resolved.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
+                                         raise_on_error=False)
     if not result.success:
-        raise SystemExit(f"run for {partition_key} failed; see the Dagster UI (make ui) for details")
+        raise SystemExit(f"run {result.run_id} failed; see its logs above or in the Dagster UI (make ui)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in (s.raw_dir, s.duckdb_path.parent, s.reports_dir):
             shutil.rmtree(path, ignore_errors=True)
         from .registry import load_registry
-        from .simulate import SimulationConfig, default_truth, simulate
+        from .simulate import Faults, SimulationConfig, default_truth, simulate
 
         registry = load_registry(s.registry_dir)
         print(f">> simulating {args.users} users x {args.days} days into {s.raw_dir}", flush=True)
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
         config = SimulationConfig(users=args.users, days=args.days, seed=args.seed,
                                   start_date=dt.date.fromisoformat(args.start_date),
-                                  truth=default_truth(registry))
+                                  faults=Faults.demo(), truth=default_truth(registry))
         simulate(registry, config, s.data_dir)
 
     import dagster as dg
@@ -62,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     for i, day in enumerate(days, 1):
         print(f">> [{i}/{len(days)}] ingesting {day}", flush=True)
-        _materialize(defs, dg.AssetSelection.assets("experiment_registry", "raw_events"), day, instance)
+        _materialize(defs, dg.AssetSelection.assets("experiment_registry", "raw_events"), instance,
+                     partition_key=day)
     print(f">> building marts, effects, reports and the flag audit as of {days[-1]}", flush=True)
     rest = dg.AssetSelection.all() - dg.AssetSelection.assets("experiment_registry", "raw_events")
-    _materialize(defs, rest, days[-1], instance)
+    _materialize(defs, rest, instance, as_of=days[-1])
 
     elapsed = time.perf_counter() - started
     print(f"\nDone in {elapsed:.0f} s.")

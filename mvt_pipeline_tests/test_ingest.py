@@ -99,3 +99,18 @@ def test_unreadable_file_is_quarantined_whole_and_the_rest_still_loads(tmp_path,
     assert len(summary.unreadable_files) == 1
     rows = conn.execute("select source_file, reason from raw.quarantine").fetchall()
     assert len(rows) == 1 and rows[0][0].endswith("b.jsonl.gz")
+
+
+def test_version_strings_are_not_mistaken_for_pii(tmp_path, registry):
+    raw = tmp_path / "raw"
+    ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+    event = {**GOOD_METRIC, "context": {"user_agent": ua, "app_version": "3.12.0"}}
+    pii = {**GOOD_METRIC, "event_id": "p2",
+           "context": {"ip": "192.168.10.20", "phone": "+1 (415) 555-0100", "v6": "2001:0db8:85a3:0000:0000:8a2e:0370:7334"}}
+    _write_day(raw, [json.dumps(event), json.dumps(pii)])
+    conn = duckdb.connect()
+    ingest_partition(conn, raw, "2026-11-02", registry)
+    rows = dict(conn.execute("select event_id, pii_redactions from raw.events").fetchall())
+    assert rows == {"e2": 0, "p2": 3}
+    context = conn.execute("select context from raw.events where event_id = 'p2'").fetchone()[0]
+    assert json.loads(context) == {"ip": "[redacted:ipv4]", "phone": "[redacted:phone]", "v6": "[redacted:ipv6]"}

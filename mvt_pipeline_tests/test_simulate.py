@@ -290,16 +290,11 @@ def test_empirical_cell_means_match_truth(registry, tmp_path):
     assert green > blue
 
 
-def test_truth_effects_equal_independent_contrasts(registry):
-    from mvt_pipeline.simulate.simulation import build_truth  # noqa: F401  (truth built via simulate)
-
+def test_truth_effects_equal_independent_contrasts(registry, tmp_path):
     truth_cfg = default_truth(registry)
     truth_cfg["checkout_mvt"].metrics["checkout_conversion"].interactions = {
         "cta_color:validation": {"green:inline": 0.01}, "validation:copy": {"inline:urgency": -0.004}}
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        truth = simulate(registry, SimulationConfig(users=300, days=2, seed=1, truth=truth_cfg), tmp, log=_quiet)
+    truth = simulate(registry, SimulationConfig(users=300, days=2, seed=1, truth=truth_cfg), tmp_path, log=_quiet)
     # full factorial 2x2x3: array formulas
     exp = registry.experiment("checkout_mvt")
     t = truth["experiments"]["checkout_mvt"]["metrics"]["checkout_conversion"]

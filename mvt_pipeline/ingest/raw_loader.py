@@ -29,13 +29,16 @@ KNOWN_FIELDS = (
     "experiment_id", "assignment", "cell_id", "hash_version", "metric", "value", "context",
 )
 
-# Redaction patterns (RE2 syntax). Order matters: emails before phone numbers.
+# Redaction patterns (RE2 syntax), each preceded by a boundary group so that version strings such
+# as "Chrome/120.0.0.0" or "3.2.1" are not mistaken for IP addresses or phone numbers.
+_BOUNDARY = r"(^|[^A-Za-z0-9_./:-])"
 PII_PATTERNS = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "ipv4": r"\b(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}\b",
-    "ipv6": r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b",
-    "phone": r"\+?\d[\d ().-]{7,}\d",
+    "ipv4": r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}",
+    "ipv6": r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+    "phone": r"\+?\d[\d ()-]{7,}\d",
 }
+_PII_END = r"($|[^A-Za-z0-9_.@-])"
 
 
 @dataclass
@@ -115,9 +118,10 @@ def _pii_sql(expr: str) -> tuple[str, str]:
     """SQL for (redacted text, number of redactions) of a JSON text expression."""
     redacted = expr
     counts = []
-    for kind, pattern in PII_PATTERNS.items():
+    for kind, core in PII_PATTERNS.items():
+        pattern = f"{_BOUNDARY}({core}){_PII_END}"
         counts.append(f"len(regexp_extract_all(coalesce({expr}, ''), '{pattern}'))")
-        redacted = f"regexp_replace({redacted}, '{pattern}', '[redacted:{kind}]', 'g')"
+        redacted = f"regexp_replace({redacted}, '{pattern}', '\\1[redacted:{kind}]\\3', 'g')"
     return redacted, " + ".join(counts)
 
 

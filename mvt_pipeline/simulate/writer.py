@@ -152,7 +152,7 @@ def write_lines(lines: pl.DataFrame, out_dir: Path, config: SimulationConfig, rn
                 data = ("\n".join(text[lo:lo + step]) + "\n").encode()
                 path = target / f"events-{n}{ext}"
                 if config.compress:
-                    with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                    with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz:
                         gz.write(data)
                 else:
                     path.write_bytes(data)

@@ -9,8 +9,10 @@ import pandas as pd
 
 
 def as_of_date(context) -> dt.date:
-    """The night being analysed: the run's partition (the nightly job's day) or today (UTC)."""
-    tag = context.run.tags.get("dagster/partition") if context.run else None
+    """The night being analysed: the run's partition (the nightly job's day), an explicit
+    `mvt/as_of` run tag (for runs of the unpartitioned part alone), or today (UTC)."""
+    tags = context.run.tags if context.run else {}
+    tag = tags.get("dagster/partition") or tags.get("mvt/as_of")
     if tag:
         return dt.date.fromisoformat(tag)
     return dt.datetime.now(dt.timezone.utc).date()

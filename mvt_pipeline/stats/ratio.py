@@ -1,0 +1,116 @@
+"""Ratio metrics (e.g. clicks per page view) by the delta method, from per-cell sums.
+
+Why: a ratio metric's unit of analysis (the page view) is not the unit of randomization (the
+user), so treating page views as independent understates the variance. Per user ``i`` with
+numerator ``N_i`` and denominator ``D_i`` the cell ratio is ``R_c = sum N / sum D`` and,
+linearising ``R`` around the cell means (Deng, Knoblich & Lu 2018),
+
+``Var(R_c) = (s_N^2 - 2 R_c s_ND + R_c^2 s_D^2) / (n_c * mean_D^2)``
+
+with sample variances/covariance (divisor ``n_c - 1``) over the users of the cell; this is the
+variance of the mean of ``(N_i - R_c D_i) / mean_D``. Cells are independent samples, so the
+covariance of the cell ratios is diagonal.
+
+Effects are the same contrasts as :func:`analyze_cells`, applied to the cell ratios: the
+saturated sum-coded model over the observed cells (full factorial, or one column per alias
+class of a two-level fraction) is solved exactly, ``beta = X^-1 R`` with
+``Cov(beta) = X^-1 diag(Var R_c) X^-T``, and the shared contrast/Kronecker code turns ``beta``
+into main effects (difference of the equal-weight marginal means of the cell ratios) and
+interactions (difference of differences). ``control_mean`` is the equal-weight marginal mean
+of the cell ratios at the control level, and the relative lift's delta-method SE includes its
+uncertainty. Reference distribution: normal (``df = inf``): the delta method is a
+large-sample approximation, so its intervals are approximate, not exact, in small cells.
+
+There is no residual sum of squares (the model is saturated on ratios), so ``anova`` is an
+empty frame with the usual columns; ``df_resid`` is ``n_total - n_cells``, the within-cell
+degrees of freedom behind the sample variances; ``sigma2`` is NaN; ``se`` is ``"delta"``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .cells import CellData, collapse_cells, within_ss
+from .coding import FactorSpec, column_names
+from .factorial import FactorialResult, build_model, check_alpha, effect_rows, finish_effects
+
+RATIO_COLUMNS = ("n", "num_sum", "den_sum", "num_sum_sq", "den_sum_sq", "num_den_sum")
+ANOVA_COLUMNS = ["term", "df", "sum_sq", "mean_sq", "f_value", "p_value"]
+
+
+def prepare_ratio_cells(cell_stats, spec: FactorSpec) -> tuple[CellData, np.ndarray, np.ndarray]:
+    """Cells with ``mean`` = the cell ratio, its delta-method variance, and the mean denominator.
+
+    ``ss_within`` holds ``sum_i (N_i - R_c D_i)^2``, the within-cell SS of the linearised metric.
+    """
+    idx, st = collapse_cells(cell_stats, spec, RATIO_COLUMNS)
+    n = st["n"]
+    frame = CellData(spec, idx, n, n, n).level_frame()
+    if np.any(n < 2):
+        raise ValueError(f"every cell needs n >= 2 units for a sample variance; offending cells: {frame[n < 2].to_dict('records')[:5]}")
+    if np.any(st["den_sum"] == 0):
+        raise ValueError(f"the denominator sums to 0 in cell(s) {frame[st['den_sum'] == 0].to_dict('records')[:5]}: the ratio is undefined")
+    ss_num = within_ss(st["num_sum_sq"], st["num_sum"], n, "num_sum_sq")
+    ss_den = within_ss(st["den_sum_sq"], st["den_sum"], n, "den_sum_sq")
+    cross = st["num_den_sum"] - st["num_sum"] * (st["den_sum"] / n)
+    scale = np.maximum(np.abs(st["num_den_sum"]), 1.0)
+    if np.any(cross**2 > ss_num * ss_den + 1e-9 * scale**2):
+        raise ValueError(
+            "num_den_sum is inconsistent with num_sum_sq and den_sum_sq in some cell "
+            "(|within-cell covariance| exceeds the product of the standard deviations)"
+        )
+    ratio = st["num_sum"] / st["den_sum"]
+    den_mean = st["den_sum"] / n
+    lin_ss = np.maximum(ss_num - 2.0 * ratio * cross + ratio**2 * ss_den, 0.0)
+    var = lin_ss / ((n - 1.0) * n * den_mean**2)
+    return CellData(spec, idx, n, ratio, lin_ss), var, den_mean
+
+
+def analyze_ratio_cells(
+    cell_stats,
+    factors: Mapping[str, Sequence[str]],
+    *,
+    control: Mapping[str, str] | None = None,
+    generators: Sequence[str] = (),
+    codes: Mapping[str, str] | None = None,
+    alpha: float = 0.05,
+) -> FactorialResult:
+    """Factorial effects of a ratio metric from per-cell ``n``, ``num_sum``, ``den_sum``,
+    ``num_sum_sq``, ``den_sum_sq``, ``num_den_sum`` (sums over units of ``N``, ``D``, ``N^2``,
+    ``D^2``, ``N*D``). Arguments as in :func:`analyze_cells`; method in the module docstring.
+    Every cell of the design (or of the fraction) must be observed.
+    """
+    check_alpha(alpha)
+    if isinstance(generators, str):
+        generators = [generators]
+    spec = FactorSpec.from_mapping(factors, control)
+    cells, var, den_mean = prepare_ratio_cells(cell_stats, spec)
+    model = build_model(spec, cells, generators, codes, None)
+    X_inv = np.linalg.inv(model.X)  # estimable + saturated => square and invertible
+    beta = X_inv @ cells.mean
+    cov = (X_inv * var[None, :]) @ X_inv.T
+    rows = effect_rows(spec, cells, beta, cov, model.slices, model.alias_labels, stats.norm(), alpha, float("inf"))
+
+    names = [c for t in model.terms for c in column_names(spec, t)]
+    cell_ratios = cells.level_frame()
+    cell_ratios["n"] = cells.n.astype(int)
+    cell_ratios["mean"] = cells.mean
+    cell_ratios["std_error"] = np.sqrt(var)
+    cell_ratios["den_mean"] = den_mean
+    return FactorialResult(
+        effects=finish_effects(rows),
+        anova=pd.DataFrame(columns=ANOVA_COLUMNS),
+        cell_means=cell_ratios,
+        df_resid=int(cells.n_total - len(cells.n)),
+        n_total=cells.n_total,
+        params=pd.Series(beta, index=names),
+        cov=pd.DataFrame(cov, index=names, columns=names),
+        se="delta",
+        alpha=alpha,
+        sigma2=float("nan"),
+        design=model.design,
+    )
