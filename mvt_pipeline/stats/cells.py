@@ -87,31 +87,34 @@ def collapse_cells(cell_stats, spec: FactorSpec, stat_columns: Sequence[str]) ->
     df = as_pandas(cell_stats, columns)
     if df.empty:
         raise ValueError("no cells in the cell statistics")
+    vals = {}
     for c in stat_columns:
-        vals = pd.to_numeric(df[c], errors="coerce").astype(float)
-        if vals.isna().any() or not np.isfinite(vals.to_numpy()).all():
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(v).all():
             raise ValueError(f"column {c!r} has missing or non-finite values")
-        df[c] = vals
+        vals[c] = v
+    codes = np.empty((len(df), len(spec.names)), dtype=np.int64)
     for f, name in enumerate(spec.names):
         if df[name].isna().any():
             raise ValueError(f"factor column {name!r} has missing levels")
-        labels = df[name].astype(str)
-        unknown = sorted(set(labels) - set(spec.levels[f]))
-        if unknown:
+        lookup = {l: i for i, l in enumerate(spec.levels[f])}
+        labels = df[name].astype(str).to_numpy()
+        codes[:, f] = [lookup.get(l, -1) for l in labels]
+        if (codes[:, f] < 0).any():
+            unknown = sorted(set(labels[codes[:, f] < 0]))
             raise ValueError(f"level(s) {unknown} of factor {name!r} are not in its levels {list(spec.levels[f])}")
-        df[name] = labels
-    if (df["n"] < 1).any():
-        bad = df.loc[df["n"] < 1, list(spec.names) + ["n"]].to_dict("records")
+    n = vals["n"]
+    if (n < 1).any():
+        bad = df.loc[n < 1, list(spec.names) + ["n"]].to_dict("records")
         raise ValueError(f"every cell needs n >= 1; offending rows: {bad[:5]}")
-    if not np.allclose(df["n"], np.round(df["n"])):
+    if not np.allclose(n, np.round(n)):
         raise ValueError("n must be a whole number of units")
-    grouped = df.groupby(list(spec.names), sort=False)[list(stat_columns)].sum().reset_index()
-    idx = np.column_stack(
-        [grouped[name].map({l: i for i, l in enumerate(spec.levels[f])}).to_numpy(dtype=int)
-         for f, name in enumerate(spec.names)]
-    )
-    order = np.lexsort(idx.T[::-1])
-    return idx[order], {c: grouped[c].to_numpy(dtype=float)[order] for c in stat_columns}
+    # one key per grid cell, first factor slowest: np.unique sorts into full-grid order
+    dims = tuple(len(lv) for lv in spec.levels)
+    uniq, inverse = np.unique(np.ravel_multi_index(tuple(codes.T), dims), return_inverse=True)
+    idx = np.column_stack(np.unravel_index(uniq, dims)).astype(int)
+    sums = {c: np.bincount(inverse.ravel(), weights=v, minlength=len(uniq)) for c, v in vals.items()}
+    return idx, sums
 
 
 def within_ss(sum_sq: np.ndarray, total: np.ndarray, n: np.ndarray, what: str) -> np.ndarray:

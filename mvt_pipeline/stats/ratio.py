@@ -49,11 +49,14 @@ def prepare_ratio_cells(cell_stats, spec: FactorSpec) -> tuple[CellData, np.ndar
     """
     idx, st = collapse_cells(cell_stats, spec, RATIO_COLUMNS)
     n = st["n"]
-    frame = CellData(spec, idx, n, n, n).level_frame()
+
+    def offending(mask: np.ndarray) -> list[dict]:
+        return CellData(spec, idx, n, n, n).level_frame()[mask].to_dict("records")[:5]
+
     if np.any(n < 2):
-        raise ValueError(f"every cell needs n >= 2 units for a sample variance; offending cells: {frame[n < 2].to_dict('records')[:5]}")
+        raise ValueError(f"every cell needs n >= 2 units for a sample variance; offending cells: {offending(n < 2)}")
     if np.any(st["den_sum"] == 0):
-        raise ValueError(f"the denominator sums to 0 in cell(s) {frame[st['den_sum'] == 0].to_dict('records')[:5]}: the ratio is undefined")
+        raise ValueError(f"the denominator sums to 0 in cell(s) {offending(st['den_sum'] == 0)}: the ratio is undefined")
     ss_num = within_ss(st["num_sum_sq"], st["num_sum"], n, "num_sum_sq")
     ss_den = within_ss(st["den_sum_sq"], st["den_sum"], n, "den_sum_sq")
     cross = st["num_den_sum"] - st["num_sum"] * (st["den_sum"] / n)

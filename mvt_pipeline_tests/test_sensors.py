@@ -1,0 +1,32 @@
+import os
+
+import dagster as dg
+
+from mvt_pipeline.defs.sensors import raw_dump_sensor
+
+
+def _write(workdir, day, name="a.jsonl", text="{}\n"):
+    folder = workdir / "raw" / "web_sdk" / f"dt={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_new_and_changed_dump_folders_start_ingestion_runs(workdir):
+    _write(workdir, "2026-11-02")
+    _write(workdir, "2026-11-03")
+    ctx = dg.build_sensor_context(cursor=None)
+    requests = raw_dump_sensor(ctx)
+    assert sorted(r.partition_key for r in requests) == ["2026-11-02", "2026-11-03"]
+    ctx = dg.build_sensor_context(cursor=ctx.cursor)
+    assert isinstance(raw_dump_sensor(ctx), dg.SkipReason)
+    _write(workdir, "2026-11-03", name="b.jsonl")
+    ctx2 = dg.build_sensor_context(cursor=ctx.cursor)
+    requests = raw_dump_sensor(ctx2)
+    assert [r.partition_key for r in requests] == ["2026-11-03"]
+    assert requests[0].run_key.startswith("2026-11-03:")
+
+
+def test_folders_outside_the_partition_range_are_skipped(workdir):
+    _write(workdir, "2001-01-01")
+    result = raw_dump_sensor(dg.build_sensor_context(cursor=None))
+    assert isinstance(result, dg.SkipReason)
