@@ -4,6 +4,8 @@ Why: the engine never sees per-unit rows (DESIGN section 9: sums are exact and ~
 faster), so everything it needs must be checked here once: factor columns present, levels
 known, ``n >= 1``, and ``sum_sq`` consistent with ``sum`` (a non-negative within-cell sum of
 squares). Rows describing the same cell (e.g. one per segment or day) are added together.
+CUPED adds the covariate sums (``COVARIATE_COLUMNS``) and ratio metrics use their own sums
+(``ratio.py``); both go through the same :func:`collapse_cells`.
 """
 
 from __future__ import annotations

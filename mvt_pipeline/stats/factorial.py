@@ -19,6 +19,10 @@ Relative lift (main effects only) is ``estimate / control_mean`` with a delta-me
 error that uses the covariance of (estimate, control_mean) — both linear in ``beta`` — so the
 control mean's own uncertainty widens the interval; its p-value tests ``lift = 0`` with the
 same reference distribution as the absolute effect.
+
+``covariate=True`` adds the pre-period covariate with one common slope (CUPED / ANCOVA,
+``cuped.py``); contrasts are then of cell means adjusted to the grand mean of the covariate.
+Ratio metrics reuse :func:`build_model` and :func:`effect_rows` (``ratio.py``).
 """
 
 from __future__ import annotations

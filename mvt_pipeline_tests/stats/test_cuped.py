@@ -21,7 +21,6 @@ from .test_factorial import definition_contrast
 
 LEVELS = {"fa": ["a0", "a1"], "fb": ["b0", "b1", "b2"], "fc": ["c0", "c1"]}
 FACTORS = "C(fa, Sum) * C(fb, Sum) * C(fc, Sum)"
-Z975 = stats.norm.ppf(0.975)
 
 
 def simulate_cuped(levels, seed, shift=None, n_range=(15, 80)):

@@ -154,7 +154,6 @@ def test_ci_coverage_over_2000_simulated_experiments():
         m, i = eff.iloc[0], eff.iloc[2]
         hits += [m.ci_low <= true_main <= m.ci_high, i.ci_low <= true_inter <= i.ci_high, m.rel_ci_low <= true_rel <= m.rel_ci_high]
     coverage = hits / reps
-    print('coverage', coverage)
     assert np.all((coverage >= 0.935) & (coverage <= 0.965)), coverage
 
 
