@@ -8,17 +8,18 @@ import numpy as np
 import pandas as pd
 
 from ..registry import Experiment, Registry
-from ..stats import analyze_cells, benjamini_hochberg
+from ..stats import COVARIATE_COLUMNS, RATIO_COLUMNS, analyze_cells, analyze_ratio_cells, benjamini_hochberg
 from .cells import split_cell_ids
 
 EFFECT_COLUMNS = [
     "experiment_id", "metric", "metric_role", "metric_kind", "term", "level", "aliases",
     "estimate", "std_error", "ci_low", "ci_high", "p_value", "q_value",
     "control_mean", "rel_lift", "rel_ci_low", "rel_ci_high", "rel_p_value",
-    "n_units", "se_type", "status",
+    "n_units", "se_type", "cuped", "variance_reduction", "pre_imbalance_p", "status",
 ]
 
-SUPPORTED_KINDS = {"binary", "continuous", "count"}
+MEAN_KINDS = {"binary", "continuous", "count"}
+SUPPORTED_KINDS = MEAN_KINDS | {"ratio"}
 
 
 def _status_row(experiment: Experiment, metric: str, role: str, kind: str, status: str) -> dict:
@@ -42,34 +43,55 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
                 experiment, metric_name, role, metric.kind,
                 f"not analysed: {metric.kind} metrics are not supported by the engine yet")]))
             continue
-        rows = rows[rows["n"] > 0]
+        rows = rows[rows["n_units"] > 0]
         if rows.empty:
             frames.append(pd.DataFrame([_status_row(experiment, metric_name, role, metric.kind,
                                                     "not analysed: no exposed units yet")]))
             continue
-        cells = pd.concat([split_cell_ids(rows["cell_id"], experiment),
-                           rows[["n", "sum", "sum_sq"]].astype(float)], axis=1)
+        design = dict(control=control, generators=experiment.design.generators,
+                      codes=experiment.factor_codes(), alpha=experiment.alpha)
+        levels = split_cell_ids(rows["cell_id"], experiment)
         try:
-            result = analyze_cells(
-                cells, factors, control=control, generators=experiment.design.generators,
-                codes=experiment.factor_codes(), alpha=experiment.alpha, se=se,
-            )
+            if metric.kind == "ratio":
+                stats = rows[list(RATIO_COLUMNS)].astype(float).assign(n=rows["n_units"].astype(float))
+                result = analyze_ratio_cells(pd.concat([levels, stats], axis=1), factors, **design)
+                used_se = "delta"
+            else:
+                cells = pd.concat([levels, rows[["n", "sum", "sum_sq", *COVARIATE_COLUMNS]].astype(float)], axis=1)
+                result = _mean_effects(cells, factors, design, se)
+                used_se = se
         except ValueError as exc:
             frames.append(pd.DataFrame([_status_row(experiment, metric_name, role, metric.kind,
                                                     f"not analysed: {exc}")]))
             continue
         eff = result.effects.copy()
+        cuped = getattr(result, "cuped", None)
+        eff["cuped"] = cuped is not None
+        eff["variance_reduction"] = cuped["variance_reduction"] if cuped else np.nan
+        eff["pre_imbalance_p"] = cuped["pre_imbalance_p"] if cuped else np.nan
         eff["experiment_id"] = experiment.id
         eff["metric"] = metric_name
         eff["metric_role"] = role
         eff["metric_kind"] = metric.kind
-        eff["se_type"] = se
+        eff["se_type"] = used_se
         eff["status"] = "ok"
         if "aliases" not in eff:
             eff["aliases"] = None
         frames.append(eff.reindex(columns=EFFECT_COLUMNS))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EFFECT_COLUMNS)
     return _family_q_values(out)
+
+
+def _mean_effects(cells: pd.DataFrame, factors: dict, design: dict, se: str):
+    """CUPED (pre-period covariate, pooled theta) when the covariate varies within cells;
+    otherwise, e.g. no unit has pre-period data yet, the plain analysis."""
+    x_var = (cells["cov_sum_sq"] - cells["cov_sum"] ** 2 / cells["n"]).sum()
+    if np.isfinite(x_var) and x_var > 1e-12:
+        try:
+            return analyze_cells(cells, factors, se=se, covariate=True, **design)
+        except ValueError:
+            pass
+    return analyze_cells(cells.drop(columns=list(COVARIATE_COLUMNS)), factors, se=se, **design)
 
 
 def _family_q_values(effects: pd.DataFrame) -> pd.DataFrame:
