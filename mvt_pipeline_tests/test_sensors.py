@@ -30,3 +30,16 @@ def test_folders_outside_the_partition_range_are_skipped(workdir):
     _write(workdir, "2001-01-01")
     result = raw_dump_sensor(dg.build_sensor_context(cursor=None))
     assert isinstance(result, dg.SkipReason)
+
+
+def test_nightly_schedule_materializes_yesterday(workdir):
+    import datetime as dt
+
+    from mvt_pipeline.defs import build_defs
+
+    defs = build_defs()
+    schedule = defs.resolve_schedule_def("nightly_schedule")
+    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.timezone.utc))
+    data = schedule.evaluate_tick(ctx)
+    assert [r.partition_key for r in data.run_requests] == ["2026-11-23"]
+    assert schedule.job_name == "nightly"
