@@ -24,7 +24,7 @@ EXPECTED_PARENTS = {
 }
 EXPECTED_CHECKS = {
     ("raw_events", "row_accounting"), ("raw_events", "gx_telemetry_schema"), ("raw_events", "quarantine_rate"),
-    ("factorial_effects", "srm_check"), ("stale_flag_audit", "no_stale_flags"),
+    ("factorial_effects", "srm_check"), ("factorial_effects", "guardrails"), ("stale_flag_audit", "no_stale_flags"),
     ("stg_events", "unique_stg_events_event_id"), ("fct_exposures", "unique_fct_exposures_exposure_key"),
 }
 
@@ -43,7 +43,7 @@ def test_definitions_load_with_the_full_lineage(workdir):
     assert EXPECTED_CHECKS <= checks
     assert defs.resolve_job_def("nightly").partitions_def is not None
     assert {s.name for s in defs.schedules} == {"nightly_schedule"}
-    assert {s.name for s in defs.sensors} == {"raw_dump_sensor"}
+    assert {s.name for s in defs.sensors} == {"raw_dump_sensor", "check_failure_alerts", "run_failure_alerts"}
 
 
 def test_dagster_cli_validates_the_workspace(workdir):

@@ -23,6 +23,21 @@ def _direction_sign(registry: Registry, metric: str) -> int:
     return 1 if registry.metric(metric).direction == "higher" else -1
 
 
+def guardrail_breaches(registry: Registry, effects: pd.DataFrame) -> pd.DataFrame:
+    """Guardrail main effects that are significantly worse (p < the experiment's alpha, in the
+    metric's harmful direction)."""
+    if effects.empty:
+        return effects
+    rows = effects[(effects["metric_role"] == "guardrail") & (effects["status"] == "ok")
+                   & ~effects["term"].astype(str).str.contains(":")]
+    alphas = {e.id: e.alpha for e in registry.experiments}
+    harmful = [
+        _direction_sign(registry, r.metric) * r.estimate < 0 and r.p_value < alphas.get(r.experiment_id, 0.05)
+        for r in rows.itertuples()
+    ]
+    return rows[harmful] if len(rows) else rows
+
+
 def decide(experiment: Experiment, registry: Registry, effects: pd.DataFrame,
            srm: dict | None, min_cell_units: int | None, today: dt.date) -> dict:
     alpha = experiment.alpha
@@ -36,12 +51,10 @@ def decide(experiment: Experiment, registry: Registry, effects: pd.DataFrame,
         reasons.append(f"SRM chi-square p = {srm['p_value']:.2g} < 0.001: assignment is broken, "
                        "effects are not trustworthy.")
 
-    for _, row in mains[mains["metric_role"] == "guardrail"].iterrows():
-        harmful = _direction_sign(registry, row["metric"]) * row["estimate"] < 0
-        if harmful and row["p_value"] < alpha:
-            reasons.append(f"Guardrail {row['metric']} is worse for {row['term']}={row['level']} "
-                           f"(estimate {row['estimate']:.4g}, p = {row['p_value']:.2g}).")
-            label = label or "stop: guardrail breached"
+    for _, row in guardrail_breaches(registry, effects.assign(experiment_id=experiment.id)).iterrows():
+        reasons.append(f"Guardrail {row['metric']} is worse for {row['term']}={row['level']} "
+                       f"(estimate {row['estimate']:.4g}, p = {row['p_value']:.2g}).")
+        label = label or "stop: guardrail breached"
 
     if min_cell_units is not None and min_cell_units < experiment.min_units_per_cell:
         reasons.append(f"Smallest cell has {min_cell_units} analysable units "

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from .alert_sensors import check_failure_alerts, run_failure_alerts
 from .assets.analysis import factorial_effects
 from .assets.audit import stale_flag_audit
 from .assets.dbt_models import mvt_dbt_models
@@ -21,7 +22,7 @@ def build_defs() -> dg.Definitions:
         assets=ASSETS,
         jobs=[nightly_job, ingest_job],
         schedules=[nightly_schedule],
-        sensors=[raw_dump_sensor],
+        sensors=[raw_dump_sensor, check_failure_alerts, run_failure_alerts],
         resources=build_resources(),
         # DuckDB has one writer: run steps one after another in the run's process.
         executor=dg.in_process_executor,

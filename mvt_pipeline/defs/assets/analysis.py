@@ -2,6 +2,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from ...analysis.decisions import guardrail_breaches
 from ...analysis.effects_table import all_effects
 from ...analysis.srm_table import SRM_ALPHA, all_srm
 from ...config import settings
@@ -13,9 +14,12 @@ from .warehouse_io import as_of_date, replace_rows
 @dg.asset(
     group_name="analysis",
     deps=["agg_cell_stats", "dq_assignment"],
-    check_specs=[dg.AssetCheckSpec(
-        "srm_check", asset="factorial_effects",
-        description="Chi-square of units per cell vs planned allocation, p < 0.001 fails (DESIGN 5a).")],
+    check_specs=[
+        dg.AssetCheckSpec("srm_check", asset="factorial_effects",
+                          description="Chi-square of units per cell vs planned allocation, p < 0.001 fails (DESIGN 5a)."),
+        dg.AssetCheckSpec("guardrails", asset="factorial_effects",
+                          description="ERROR when a guardrail metric is significantly worse for some level (alerts)."),
+    ],
     pool=WAREHOUSE_POOL,
     kinds={"python", "duckdb"},
 )
@@ -42,6 +46,15 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             top[["experiment_id", "metric", "term", "level", "estimate", "ci_low", "ci_high", "q_value"]]
             .to_markdown(index=False) if not top.empty else "(none)"),
     })
+    breaches = guardrail_breaches(registry, effects)
+    yield dg.AssetCheckResult(
+        check_name="guardrails", passed=breaches.empty, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if breaches.empty else "; ".join(
+            f"{r.experiment_id}: {r.metric} worse for {r.term}={r.level}" for r in breaches.itertuples()),
+        metadata={"breaches": dg.MetadataValue.md(
+            breaches[["experiment_id", "metric", "term", "level", "estimate", "ci_low", "ci_high", "p_value"]]
+            .to_markdown(index=False) if not breaches.empty else "(none)")},
+    )
     failed = srm[srm["passed"] == False]  # noqa: E712  (None = not enough data)
     yield dg.AssetCheckResult(
         check_name="srm_check", passed=failed.empty, severity=dg.AssetCheckSeverity.WARN,
