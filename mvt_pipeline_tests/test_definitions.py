@@ -23,6 +23,7 @@ EXPECTED_PARENTS = {
     "stale_flag_audit": {"stg_events"},
 }
 EXPECTED_CHECKS = {
+    ("experiment_registry", "registry_lint"),
     ("raw_events", "row_accounting"), ("raw_events", "gx_telemetry_schema"), ("raw_events", "quarantine_rate"),
     ("factorial_effects", "srm_check"), ("factorial_effects", "guardrails"), ("stale_flag_audit", "no_stale_flags"),
     ("stg_events", "unique_stg_events_event_id"), ("fct_exposures", "unique_fct_exposures_exposure_key"),

@@ -8,7 +8,20 @@ progress. flagd decides through JsonLogic `targeting`, so this module reads that
   as in flagd) can be served;
 - string results of `if` branches (positions 1, 3, ... and the trailing else) are variant names;
 - `{"$ref": "name"}` is resolved against the file's top-level `$evaluators`;
-- the defaultVariant is always counted; a DISABLED flag serves only its default.
+- the defaultVariant is always counted. A DISABLED flag is treated by flagd as if it did not exist,
+  so the SDK returns the application's in-code default; the audit records `{defaultVariant}` as its
+  single served variant and says "in-code default" where that distinction matters.
+
+Rollout dates: `metadata.rolled_out_at` (preferred) or `metadata.last_modified` (a flag's own, else the
+flag set's) date the flag's current shape; for a flag that now serves one variant either is a lower
+bound on how long it has done so, which is what the audit's `fully_rolled_out` class needs. Both must
+be ISO-8601 dates or date-times, so a typo fails the load instead of silently disabling that class.
+
+`rollout_variant` is the one variant every evaluation returns, or None: the only served variant,
+the defaultVariant of a DISABLED flag, or the single result of targeting that always yields a value
+(a `fractional` with one positive bucket, an `if` whose every branch including the else does). The
+defaultVariant is then only a fallback for evaluation errors, so `["b", 100], ["a", 0]` with
+default `a` counts as rolled out to `b` even though `served_variants` conservatively holds both.
 
 Variant names found in targeting that are not among `variants` are kept apart
 (`unknown_targeted_variants`) instead of failing the load, so the audit can report them as
@@ -18,7 +31,7 @@ file, the JSON path and the reason, so the person fixing it does not have to hun
 
 from __future__ import annotations
 
-import csv
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
@@ -46,6 +59,47 @@ class FlagDefinition:
     metadata: dict[str, Any] = field(default_factory=dict)
     served_variants: frozenset[str] = frozenset()
     unknown_targeted_variants: frozenset[str] = frozenset()
+    rollout_variant: str | None = None  # what everyone gets, when that is one variant (see module doc)
+
+    @property
+    def changed_on(self) -> dt.date | None:
+        """Date of the flag's current shape: `rolled_out_at`, else `last_modified`, else unknown."""
+        for key in ROLLOUT_DATE_KEYS:
+            if key in self.metadata:
+                return parse_metadata_date(self.metadata[key])
+        return None
+
+
+ROLLOUT_DATE_KEYS = ("rolled_out_at", "last_modified")
+
+
+def parse_metadata_date(value: Any) -> dt.date | None:
+    """ISO date or date-time (`2026-11-01`, `2026-11-01T10:00:00Z`) -> date in UTC; ValueError otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dt.datetime):
+        return (value.astimezone(dt.timezone.utc) if value.tzinfo else value).date()
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an ISO-8601 date")
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO-8601 date (expected e.g. 2026-11-01)") from None
+    return (parsed.astimezone(dt.timezone.utc) if parsed.tzinfo else parsed).date()
+
+
+def _check_dates(metadata: dict[str, Any], fail, where_prefix) -> None:
+    for key in ROLLOUT_DATE_KEYS:
+        if key in metadata:
+            try:
+                parse_metadata_date(metadata[key])
+            except ValueError as exc:
+                raise fail(where_prefix(key), str(exc)) from None
 
 
 def _path(*parts: str) -> str:
@@ -111,6 +165,39 @@ def _targeted_names(node: Any, evaluators: dict[str, Any], seen_refs: tuple[str,
     return names
 
 
+def _always_returns(node: Any, evaluators: dict[str, Any], seen_refs: tuple[str, ...] = ()) -> set[str] | None:
+    """Variant names `node` can return if it never returns null, else None (unknown or may be null)."""
+    if isinstance(node, str):
+        return {node}
+    if not isinstance(node, dict) or len(node) != 1:
+        return None
+    (op, args), = node.items()
+    if op == "$ref" and isinstance(args, str) and args in evaluators and args not in seen_refs:
+        return _always_returns(evaluators[args], evaluators, (*seen_refs, args))
+    if op == "fractional" and isinstance(args, list):
+        buckets = args[1:] if args and not isinstance(args[0], list) else args
+        names = {b[0] for b in buckets if isinstance(b, list) and b and (len(b) == 1 or b[1] > 0)}
+        return names or None
+    if op == "if" and isinstance(args, list) and len(args) >= 3 and len(args) % 2 == 1:
+        results = [_always_returns(args[i], evaluators, seen_refs) for i in range(1, len(args), 2)]
+        results.append(_always_returns(args[-1], evaluators, seen_refs))
+        return None if any(r is None for r in results) else set().union(*results)
+    return None
+
+
+def _rollout_variant(
+    state: str, default: str, targeting: dict, evaluators: dict, served: frozenset[str], unknown: frozenset[str]
+) -> str | None:
+    if state == "DISABLED" or not targeting:
+        return default
+    if unknown:  # some evaluations fail (unknown variant): not everyone gets the same thing
+        return None
+    if len(served) == 1:
+        return next(iter(served))
+    always = _always_returns(targeting, evaluators)
+    return next(iter(always)) if always is not None and len(always) == 1 and always <= served else None
+
+
 def _nested_results(args: Any, evaluators: dict[str, Any], seen_refs: tuple[str, ...]) -> set[str]:
     """Only `if`/`fractional`/`$ref` nodes produce variant names; look for them below an operator."""
     items = args if isinstance(args, list) else [args]
@@ -138,6 +225,9 @@ def parse_flag_document(document: Any, source_file: str) -> list[FlagDefinition]
     set_metadata = document.get("metadata") or {}  # flag-set metadata; a flag's own keys win
     if not isinstance(set_metadata, dict):
         raise fail("metadata", "must be an object")
+    _check_dates(set_metadata, fail, lambda k: _path("metadata", k))
+    for name, rule in evaluators.items():
+        _check_fractional(rule, fail, _path("$evaluators", name))
     out: list[FlagDefinition] = []
     for key, spec in flags.items():
 
@@ -168,10 +258,14 @@ def parse_flag_document(document: Any, source_file: str) -> list[FlagDefinition]
         metadata = {} if metadata is None else metadata
         if not isinstance(metadata, dict):
             raise fail(where("metadata"), "must be an object")
+        _check_dates(metadata, fail, lambda k, _w=where: _w("metadata", k))
+        _check_fractional(targeting, fail, where("targeting"))
         for ref in _refs(targeting):
             if ref not in evaluators:
                 raise fail(where("targeting"), f"$ref {ref!r} is not defined in $evaluators")
         named = _targeted_names(targeting, evaluators) if state == "ENABLED" else set()
+        served = frozenset({default} | (named & set(variants)))
+        unknown = frozenset(named - set(variants))
         out.append(
             FlagDefinition(
                 key=key,
@@ -181,11 +275,43 @@ def parse_flag_document(document: Any, source_file: str) -> list[FlagDefinition]
                 targeting=targeting,
                 source_file=source_file,
                 metadata={**set_metadata, **metadata},
-                served_variants=frozenset({default} | (named & set(variants))),
-                unknown_targeted_variants=frozenset(named - set(variants)),
+                served_variants=served,
+                unknown_targeted_variants=unknown,
+                rollout_variant=_rollout_variant(state, default, targeting, evaluators, served, unknown),
             )
         )
     return out
+
+
+def _check_fractional(node: Any, fail, where: str) -> None:
+    """flagd rejects malformed `fractional` buckets at evaluation time; reject them at load instead.
+
+    After an optional bucketing expression (an object), every argument must be `[variant]` or
+    `[variant, weight]` with a non-negative numeric weight, and at least one weight must be positive.
+    """
+    if isinstance(node, list):
+        for item in node:
+            _check_fractional(item, fail, where)
+        return
+    if not isinstance(node, dict):
+        return
+    for op, args in node.items():
+        if op != "fractional":
+            _check_fractional(args, fail, where)
+            continue
+        if not isinstance(args, list):
+            raise fail(where, "fractional: expects a list of [variant, weight] buckets")
+        buckets = args[1:] if args and not isinstance(args[0], list) else args
+        total = 0.0
+        for i, bucket in enumerate(buckets, start=1):
+            ok_name = isinstance(bucket, list) and 1 <= len(bucket) <= 2 and isinstance(bucket[0], str)
+            weight = (bucket[1] if len(bucket) == 2 else 1) if ok_name else None
+            ok_weight = isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0
+            if not (ok_name and ok_weight):
+                raise fail(where, f"fractional bucket {i} {json.dumps(bucket)}: expected [variant, weight >= 0]")
+            total += weight
+        if total <= 0:
+            raise fail(where, "fractional: needs at least one bucket with a positive weight")
 
 
 def _refs(node: Any) -> set[str]:
@@ -237,57 +363,4 @@ def load_flag_files(flags_dir: str | Path) -> list[FlagDefinition]:
                 )
             defined_in[flag.key] = flag.source_file
             flags.append(flag)
-    return flags
-
-
-CSV_COLUMNS = ("key", "state", "variants", "default_variant", "last_modified", "owner")
-
-
-def load_flag_csv(path: str | Path) -> list[FlagDefinition]:
-    """Read the simple CSV export (key,state,variants,default_variant,last_modified,owner).
-
-    The export carries no targeting, so what an ENABLED flag serves is unknown; the audit assumes the
-    worst (every listed variant can be served), because calling a live experiment "rolled out" is
-    the costlier mistake. `owner` and `last_modified` go to `metadata`.
-    """
-    path = Path(path)
-    name = path.name
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise FlagFileError(f"{name}: header: missing column(s) {', '.join(missing)}")
-            rows = list(reader)
-    except OSError as exc:
-        raise FlagFileError(f"{name}: cannot read: {exc}") from exc
-    flags: list[FlagDefinition] = []
-    seen: set[str] = set()
-    for i, row in enumerate(rows, start=2):  # line 1 is the header
-        key = (row["key"] or "").strip()
-        where = f"{name}: line {i}"
-        if not key:
-            raise FlagFileError(f"{where}: key: empty")
-        if key in seen:
-            raise FlagFileError(f"{where}: key: {key!r} defined twice")
-        seen.add(key)
-        state = (row["state"] or "").strip().upper()
-        if state not in FLAG_STATES:
-            raise FlagFileError(f"{where} ({key}): state: {row['state']!r} is not one of {', '.join(FLAG_STATES)}")
-        names = [v.strip() for v in (row["variants"] or "").split(";") if v.strip()]
-        if not names:
-            raise FlagFileError(f"{where} ({key}): variants: empty (expected a;b;c)")
-        default = (row["default_variant"] or "").strip()
-        if default not in names:
-            raise FlagFileError(
-                f"{where} ({key}): default_variant: {default!r} is not a variant (known: {', '.join(names)})"
-            )
-        metadata = {k: row[k].strip() for k in ("owner", "last_modified") if row.get(k) and row[k].strip()}
-        served = frozenset(names) if state == "ENABLED" else frozenset({default})
-        flags.append(
-            FlagDefinition(
-                key=key, state=state, variants={n: n for n in names}, default_variant=default, targeting={},
-                source_file=name, metadata=metadata, served_variants=served,
-            )
-        )
     return flags

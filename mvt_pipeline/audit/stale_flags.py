@@ -9,22 +9,35 @@ Classification (first match wins, per flag):
 1. `permanent`        kill switches / ops flags (metadata `permanent: true`, metadata `type`/`kind`
                       kill_switch|ops|operational|permanent, or a key such as `ops-...`,
                       `...kill-switch...`): left alone even if a factor uses them.
-2. `orphan`           no registry factor uses the flag key.
-3. `stale_concluded`  every experiment using the flag is stopped/concluded and the flag still serves
-                      more than one variant.
-4. `invalid_targeting` targeting names a variant that is not in `variants` (flagd errors at runtime).
-5. `inactive`         a running experiment uses it, but the last exposure is older than
+2. `fully_rolled_out` the flag gives everyone one variant (`FlagDefinition.rollout_variant`:
+                      DISABLED, no targeting, or e.g. a 100% `fractional`), no draft/running
+                      experiment uses it, and its rollout date (metadata `rolled_out_at`, else
+                      `last_modified`; CSV columns of the same names) is at least `rollout_days`
+                      old: remove the flag, keep that code path. Without a date the age is unknown
+                      and the flag falls through (a recent rollout may still be rolled back, so
+                      removal is never guessed).
+3. `orphan`           no registry factor uses the flag key.
+4. `stale_concluded`  every experiment using the flag is stopped/concluded and the flag still splits
+                      traffic (serves more than one variant; no `rollout_variant`).
+5. `invalid_targeting` targeting names a variant that is not in `variants` (flagd errors at runtime).
+6. `inactive`         a running experiment uses it, but the last exposure is older than
                       `inactive_days`, or there was none by `start_date + inactive_days`.
-6. `active`           fine.
+7. `active`           fine (includes a flag of an ended experiment rolled out less than
+                      `rollout_days` ago, or with no rollout date; the reason says which).
+
+A flag whose targeting names an unknown variant is never `fully_rolled_out`. A running experiment
+whose flag serves one variant stays `active`/`inactive` with a note in the reason: the registry says
+it is live, so removing the flag would be the wrong advice.
 
 `missing` is per registry factor, not per flag: a draft/running experiment's factor whose flag_key
 has no flag definition. Stopped/concluded experiments are skipped there on purpose: their flag being
 gone is the end state this audit pushes towards, not a defect.
 
 Rows are sorted by severity (`SEVERITY_ORDER`) then flag key, experiment and file, so re-runs over
-the same inputs give identical frames. `age_days` (nullable Int64) is days since the linked
+the same inputs give identical frames (row order of the inputs does not matter). `age_days` (nullable
+Int64) is days since the rollout date for `fully_rolled_out`; otherwise days since the linked
 experiment's end for stopped/concluded experiments whose end date has passed, otherwise days since
-its last exposure; unknown (<NA>) when neither applies.
+its last exposure; unknown (<NA>) when none applies.
 """
 
 from __future__ import annotations
@@ -43,7 +56,11 @@ AUDIT_COLUMNS = [
     "recommended_action",
 ]
 # Most urgent first: broken flags, then missing ones, then cleanup debt, then the harmless.
-SEVERITY_ORDER = ["invalid_targeting", "missing", "stale_concluded", "inactive", "orphan", "active", "permanent"]
+SEVERITY_ORDER = [
+    "invalid_targeting", "missing", "stale_concluded", "inactive", "fully_rolled_out", "orphan", "active", "permanent",
+]
+# Classes the asset check should WARN about (everything but `active` and `permanent`).
+NEEDS_ACTION = frozenset(SEVERITY_ORDER) - {"active", "permanent"}
 ENDED_STATUSES = {"stopped", "concluded"}
 _PERMANENT_KINDS = {"kill_switch", "killswitch", "kill-switch", "ops", "operational", "permanent"}
 _PERMANENT_KEY_MARKERS = ("kill-switch", "kill_switch", "killswitch")
@@ -54,6 +71,7 @@ ACTIONS = {
     "orphan": "find the owner; remove the flag (and its code path) or register the experiment that uses it",
     "missing": "create the flag in data/flags or correct flag_key in the registry before launch",
     "stale_concluded": "roll out the winning variant and remove the flag",
+    "fully_rolled_out": "remove the flag, keep the {variant} code path",
     "invalid_targeting": "fix the targeting to name only defined variants (or add the variant)",
     "inactive": "check the rollout and SDK integration; stop the experiment if it is no longer served",
     "active": "none",
@@ -123,25 +141,63 @@ def _serving_notes(flag: FlagDefinition, exp: Experiment) -> str:
     return (" " + " ".join(notes)) if notes else ""
 
 
+def _rollout_action(flag: FlagDefinition, variant: str) -> str:
+    if flag.state == "DISABLED":  # flagd treats a disabled flag as absent: the SDK's in-code default wins
+        return ("remove the flag, keep the code path of the application's in-code default (what a DISABLED "
+                f"flag serves; its defaultVariant is {variant!r})")
+    return ACTIONS["fully_rolled_out"].format(variant=repr(variant))
+
+
+def _rollout_note(flag: FlagDefinition, today: dt.date, rollout_days: int) -> str:
+    """For a one-variant flag that is not (yet) `fully_rolled_out`: how far it is from that class."""
+    if flag.rollout_variant is None:
+        return ""
+    since = flag.changed_on
+    if since is None:
+        return (f" It gives everyone {flag.rollout_variant!r} but has no metadata rolled_out_at/last_modified, "
+                "so the rollout age is unknown; add one so the audit can tell when to remove it.")
+    if since > today:
+        return f" It gives everyone {flag.rollout_variant!r}; its rollout date {since.isoformat()} is in the future."
+    return (f" It gives everyone {flag.rollout_variant!r} since {since.isoformat()} "
+            f"({(today - since).days} days; removal is advised after {rollout_days}).")
+
+
 def _classify_flag(
-    flag: FlagDefinition, users: list[Experiment], exposures: dict, today: dt.date, inactive_days: int
+    flag: FlagDefinition, users: list[Experiment], exposures: dict, today: dt.date, inactive_days: int,
+    rollout_days: int,
 ) -> dict:
     row = {"flag_key": flag.key, "source_file": flag.source_file, "experiment_id": None,
            "owner": flag.metadata.get("owner"), "age_days": None}
 
-    def done(classification: str, reason: str) -> dict:
+    def done(classification: str, reason: str, action: str | None = None) -> dict:
         return {**row, "classification": classification, "reason": reason,
-                "recommended_action": ACTIONS[classification]}
+                "recommended_action": action or ACTIONS[classification]}
 
     if is_permanent_flag(flag):
         return done("permanent", "Marked as a permanent kill switch / operational flag; not an experiment flag.")
+    variant, since = flag.rollout_variant, flag.changed_on
+    if (variant is not None and since is not None and (today - since).days >= rollout_days
+            and not flag.unknown_targeted_variants and all(e.status in ENDED_STATUSES for e in users)):
+        if users:
+            exp = _pick_experiment(users)
+            row.update(experiment_id=exp.id, owner=exp.owner)
+            context = f"experiment {exp.id!r} is {exp.status}"
+        else:
+            context = "no experiment in the registry uses it"
+        row["age_days"] = (today - since).days
+        how = ("has been DISABLED (flagd treats it as absent)" if flag.state == "DISABLED"
+               else f"has given every evaluation {variant!r}")
+        return done("fully_rolled_out",
+                    f"The flag {how} since at least {since.isoformat()} ({row['age_days']} days, limit "
+                    f"{rollout_days}) and {context}.", _rollout_action(flag, variant))
     if not users:
-        served = _names(flag.served_variants)
-        return done("orphan", f"No experiment in the registry uses this flag; it serves {served}.")
+        note = _rollout_note(flag, today, rollout_days) or f" It serves {_names(flag.served_variants)}."
+        return done("orphan", f"No experiment in the registry uses this flag.{note}")
     exp = _pick_experiment(users)
     row.update(experiment_id=exp.id, owner=exp.owner, age_days=_experiment_age(exp, exposures, today))
     notes = _serving_notes(flag, exp)
-    if all(e.status in ENDED_STATUSES for e in users) and len(flag.served_variants) > 1:
+    if (all(e.status in ENDED_STATUSES for e in users) and len(flag.served_variants) > 1
+            and flag.rollout_variant is None):
         ended = f"ended {exp.end_date.isoformat()}" if exp.end_date else "has no end_date"
         return done("stale_concluded",
                     f"Experiment {exp.id!r} is {exp.status} ({ended}) but the flag still serves "
@@ -168,8 +224,14 @@ def _classify_flag(
                     f"no exposure yet, within the {inactive_days}-day grace period.{notes}")
     if exp.status == "draft":
         return done("active", f"Experiment {exp.id!r} is a draft; the flag waits for launch.{notes}")
-    return done("active", f"Experiment {exp.id!r} is {exp.status} and the flag serves only "
-                f"{_names(flag.served_variants)}; remove it when the code path is cleaned up.{notes}")
+    # Ended experiment, flag rolled out to one variant but too recently (or undated) to advise removal.
+    note = _rollout_note(flag, today, rollout_days) or f" The flag serves {_names(flag.served_variants)}."
+    action = None
+    if flag.rollout_variant is not None:
+        since = flag.changed_on
+        action = ("add metadata.rolled_out_at to the flag so the audit can schedule its removal" if since is None
+                  else f"none yet: remove the flag from {since + dt.timedelta(days=rollout_days)} on")
+    return done("active", f"Experiment {exp.id!r} is {exp.status}.{note}{notes}", action)
 
 
 def _missing_rows(flags_by_key: dict, registry: Registry, exposures: dict, today: dt.date) -> list[dict]:
@@ -197,14 +259,17 @@ def audit_flags(
     today: dt.date,
     *,
     inactive_days: int = 14,
+    rollout_days: int = 14,
 ) -> pd.DataFrame:
     """One row per flag (plus one per missing flag), columns `AUDIT_COLUMNS`, deterministic order.
 
     `last_exposure` has columns experiment_id, last_exposure_at (UTC), units; None or empty means no
-    exposure has been seen for any experiment.
+    exposure has been seen for any experiment. `inactive_days`: exposure silence that makes a running
+    experiment's flag `inactive`; `rollout_days`: how long a flag must have served one variant before
+    it is `fully_rolled_out` (the bake-in period during which a rollback is still plausible).
     """
-    if inactive_days < 0:
-        raise ValueError("inactive_days must be >= 0")
+    if inactive_days < 0 or rollout_days < 0:
+        raise ValueError("inactive_days and rollout_days must be >= 0")
     exposures = _last_exposures(last_exposure)
     users: dict[str, list[Experiment]] = {}
     for exp in registry.experiments:
@@ -212,7 +277,8 @@ def audit_flags(
             if factor.flag_key and exp not in users.setdefault(factor.flag_key, []):
                 users[factor.flag_key].append(exp)
     flags_by_key = {f.key: f for f in flags}
-    rows = [_classify_flag(f, users.get(f.key, []), exposures, today, inactive_days) for f in flags]
+    rows = [_classify_flag(f, users.get(f.key, []), exposures, today, inactive_days, rollout_days)
+            for f in flags]
     rows += _missing_rows(flags_by_key, registry, exposures, today)
     frame = pd.DataFrame(rows, columns=AUDIT_COLUMNS)
     frame["age_days"] = pd.array(frame["age_days"].tolist(), dtype="Int64")

@@ -2,13 +2,11 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from ...audit import audit_flags, load_flag_files
+from ...audit import NEEDS_ACTION, audit_flags, load_flag_files
 from ...config import settings
 from ...registry import load_registry
 from ..resources import WAREHOUSE_POOL
 from .warehouse_io import as_of_date, replace_rows
-
-NEEDS_ACTION = {"stale_concluded", "inactive", "orphan", "missing", "invalid_targeting"}
 
 
 @dg.asset(
