@@ -258,3 +258,21 @@ def test_index_refuses_non_relative_links(bad):
     with pytest.raises(ValueError):
         render_index([{"experiment_id": "x", "status": "running", "decision_label": "ship", "report_file": bad,
                        "primary_metric": "m", "top_effect_text": ""}], GENERATED)
+
+
+def test_index_lists_flags_that_need_action():
+    import datetime as _dt
+
+    import pandas as _pd
+
+    from mvt_pipeline.reports import render_index
+
+    flags = _pd.DataFrame([
+        {"flag_key": "old-<b>", "classification": "stale_concluded", "experiment_id": "x", "owner": "team",
+         "age_days": 30, "reason": "concluded", "recommended_action": "roll out and remove"},
+        {"flag_key": "fine", "classification": "active", "experiment_id": "y", "owner": "team",
+         "age_days": None, "reason": "ok", "recommended_action": "none"},
+    ])
+    html_text = render_index([], _dt.datetime(2026, 11, 24), flags)
+    assert "Feature-flag audit" in html_text and "old-&lt;b&gt;" in html_text
+    assert "roll out and remove" in html_text and ">fine<" not in html_text

@@ -27,9 +27,30 @@ def relative_href(report_file: str) -> str:
     return esc(quote(path, safe="/"))
 
 
-def render_index(entries: list[dict], generated_at: dt.datetime) -> str:
+FLAG_COLUMNS = ["flag_key", "classification", "experiment_id", "owner", "age_days", "reason", "recommended_action"]
+
+
+def _flag_section(flags) -> str:
+    """The stale-flag audit: every flag that needs a clean-up, with owner and action."""
+    if flags is None:
+        return ""
+    todo = flags[~flags["classification"].isin(["active", "permanent"])] if len(flags) else flags
+    if not len(todo):
+        return "<h2>Feature-flag audit</h2><p class=\"muted\">No flag needs clean-up.</p>"
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(None if str(r.get(c)) in ('nan', '<NA>', 'None') else r.get(c))}</td>"
+                         for c in FLAG_COLUMNS) + "</tr>"
+        for r in todo.to_dict("records")
+    )
+    head = "".join(f"<th>{esc(c.replace('_', ' ').capitalize())}</th>" for c in FLAG_COLUMNS)
+    return (f"<h2>Feature-flag audit</h2><p class=\"muted small\">{len(todo)} of {len(flags)} flag(s) need "
+            f"action.</p><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def render_index(entries: list[dict], generated_at: dt.datetime, flags=None) -> str:
     """HTML index of reports; each entry has experiment_id, status, decision_label, report_file,
-    primary_metric, top_effect_text. Entries are listed in the order given."""
+    primary_metric, top_effect_text. Entries are listed in the order given. `flags` (the
+    `analysis.stale_flags` frame) adds the flag clean-up section."""
     rows = []
     for entry in entries:
         label = entry.get("decision_label") or "no decision"
@@ -45,5 +66,6 @@ def render_index(entries: list[dict], generated_at: dt.datetime) -> str:
         if rows else "<p class=\"muted\">No experiment reports yet.</p>"
     )
     body = (f"<header><h1>Experiment reports</h1><div class=\"muted small\">Generated "
-            f"{fmt_timestamp(generated_at)}; {len(entries)} experiment(s)</div></header>{table}")
+            f"{fmt_timestamp(generated_at)}; {len(entries)} experiment(s)</div></header>{table}"
+            f"{_flag_section(flags)}")
     return page("Experiment reports", body)

@@ -20,7 +20,8 @@ def _srm_dict(row: pd.Series | None) -> dict | None:
             "observed": json.loads(row["observed"]), "expected_share": json.loads(row["expected_share"])}
 
 
-@dg.asset(group_name="reporting", deps=["factorial_effects"], pool=WAREHOUSE_POOL, kinds={"html"})
+@dg.asset(group_name="reporting", deps=["factorial_effects", "stale_flag_audit"], pool=WAREHOUSE_POOL,
+          kinds={"html"})
 def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """One self-contained HTML decision page per experiment plus an index; decisions also land in
     `analysis.decisions`."""
@@ -38,6 +39,7 @@ def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
             "select experiment_id, sum(n_exposed) exposed, sum(n_bots) bots, sum(n_flipped) flipped,"
             " sum(n_incomplete) incomplete, sum(n_analysable) analysable from marts.dq_assignment group by 1"
         ).df().set_index("experiment_id")
+        flags = conn.execute("select * from analysis.stale_flags where as_of = ?", [as_of]).df()
         ingest = conn.execute(
             "select sum(rows_read), sum(rows_accepted), sum(rows_quarantined), sum(pii_redactions) from raw.ingest_log"
         ).fetchone()
@@ -80,7 +82,7 @@ def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
                             "report_file": name, "primary_metric": primary, "top_effect_text": top_text})
             decisions.append({"experiment_id": exp.id, "decision": decision["label"],
                               "reasons": json.dumps(decision["reasons"]), "report_path": str(out_dir / name)})
-        (out_dir / "index.html").write_text(render_index(entries, generated_at), encoding="utf-8")
+        (out_dir / "index.html").write_text(render_index(entries, generated_at, flags), encoding="utf-8")
         replace_rows(conn, "decisions", pd.DataFrame(decisions), as_of)
     context.log.info(f"reports written to {out_dir}")
     return dg.MaterializeResult(metadata={
