@@ -98,7 +98,9 @@ def test_unreadable_file_is_quarantined_whole_and_the_rest_still_loads(tmp_path,
     assert summary.rows_accepted == 1
     assert len(summary.unreadable_files) == 1
     rows = conn.execute("select source_file, reason from raw.quarantine").fetchall()
-    assert len(rows) == 1 and rows[0][0].endswith("b.jsonl.gz")
+    # the complete lines before the cut are kept (here they lack event_type) plus one truncated_file row
+    assert rows and all(f.endswith("b.jsonl.gz") for f, _ in rows)
+    assert sum(reason == "truncated_file" for _, reason in rows) == 1
 
 
 def test_version_strings_are_not_mistaken_for_pii(tmp_path, registry):

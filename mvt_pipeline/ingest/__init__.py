@@ -1,6 +1,6 @@
 """Raw dump ingestion: files in, `raw.events` and `raw.quarantine` out, nothing lost."""
 
-from .raw_loader import IngestSummary, ingest_partition, list_partition_files
-from .warehouse_schema import ensure_raw_schema
+from .raw_loader import FileResult, IngestSummary, ingest_partition, list_partition_files
+from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
-__all__ = ["IngestSummary", "ensure_raw_schema", "ingest_partition", "list_partition_files"]
+__all__ = ["FileResult", "IngestSummary", "PII_KINDS", "ensure_raw_schema", "ingest_partition", "list_partition_files"]

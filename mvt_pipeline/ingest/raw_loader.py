@@ -1,14 +1,23 @@
 """Load one daily partition of raw dumps into `raw.events`, routing every unusable line to
 `raw.quarantine` with a reason code, so that for each file: lines read = accepted + quarantined.
 
-Files are read by DuckDB as single-column text (one row per line) so a malformed line cannot
-abort the file or disappear; all parsing and validation happens in one set-based SQL pass.
+Steps, and why in this order:
+1. fingerprint the partition's files and compare with `raw.ingest_log` (manifest): unchanged means
+   a no-op (`skipped_unchanged=True`) unless `force=True`;
+2. stage and validate every file into temp tables *before* any write: reading is where errors
+   happen, and a failed statement inside a DuckDB transaction aborts the whole transaction;
+3. in one transaction, delete the partition's rows from the three raw tables and insert the new
+   ones, so re-materializing replaces the partition atomically (no duplicates, ever).
+
+Accounting: a line is one non-blank physical line (JSON lines), one record (CSV) or one row
+(Parquet). A file quarantined whole (empty, unreadable, binary) counts as one line read and one
+quarantined, so `rows_read = rows_accepted + rows_quarantined` holds for every file. A truncated
+gzip keeps its complete lines and adds one `truncated_file` line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,29 +25,23 @@ from pathlib import Path
 import duckdb
 
 from ..registry import Registry
-from .warehouse_schema import ensure_raw_schema
+from .file_readers import ALL_SUFFIXES, StagedFile, file_format, stage_file
+from .manifest import FileFingerprint, fingerprint_files, partition_unchanged, registry_levels, rules_fingerprint
+from .validation_sql import checked_table_sql
+from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
 PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-LINE_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
-RAW_SNIPPET_CHARS = 4096
-MAX_LINE_BYTES = 1_048_576
 
-KNOWN_FIELDS = (
-    "event_id", "event_type", "ts", "received_at", "unit_id", "device_id", "session_id", "seq",
-    "experiment_id", "assignment", "cell_id", "hash_version", "metric", "value", "context",
+_EVENT_COLUMNS = (
+    "event_id, event_type, ts, received_at, unit_id, device_id, session_id, seq, experiment_id, assignment, "
+    "cell_id, hash_version, metric, value, context, extra, pii_redactions, payload_hash, source, source_file, "
+    "line_number, dt, ingested_at, " + ", ".join(f"pii_{k}" for k in PII_KINDS)
 )
-
-# Redaction patterns (RE2 syntax), each preceded by a boundary group so that version strings such
-# as "Chrome/120.0.0.0" or "3.2.1" are not mistaken for IP addresses or phone numbers.
-_BOUNDARY = r"(^|[^A-Za-z0-9_./:-])"
-PII_PATTERNS = {
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "ipv4": r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}",
-    "ipv6": r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
-    "phone": r"\+?\d[\d ()-]{7,}\d",
-}
-_PII_END = r"($|[^A-Za-z0-9_.@-])"
+_LOG_COLUMNS = (
+    "path, source, dt, size_bytes, sha256, rows_read, rows_accepted, rows_quarantined, pii_redactions, "
+    "ingested_at, " + ", ".join(f"pii_{k}" for k in PII_KINDS) + ", file_format, file_error, file_warning, rules_fingerprint"
+)
 
 
 @dataclass
@@ -49,13 +52,20 @@ class FileResult:
     rows_accepted: int
     rows_quarantined: int
     pii_redactions: int
-    error: str | None = None
+    error: str | None = None  # content was lost: quarantined whole (one row, no line number) or truncated
+    warning: str | None = None  # any file-level problem, also recovered ones (e.g. some non-UTF-8 lines)
+    file_format: str = "jsonl"
+    pii_by_kind: dict[str, int] = field(default_factory=dict)
+    size_bytes: int = 0
+    sha256: str = ""
 
 
 @dataclass
 class IngestSummary:
     partition: str
     files: list[FileResult] = field(default_factory=list)
+    skipped_unchanged: bool = False  # manifest matched: nothing was read or written
+    reasons: dict[str, int] = field(default_factory=dict)  # quarantine reason -> rows, this partition
 
     @property
     def rows_read(self) -> int:
@@ -74,15 +84,27 @@ class IngestSummary:
         return sum(f.pii_redactions for f in self.files)
 
     @property
+    def pii_by_kind(self) -> dict[str, int]:
+        return {k: sum(f.pii_by_kind.get(k, 0) for f in self.files) for k in PII_KINDS}
+
+    @property
     def unreadable_files(self) -> list[FileResult]:
         return [f for f in self.files if f.error]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{f.path}: {f.warning}" for f in self.files if f.warning]
+
+    @property
+    def mismatched_files(self) -> list[str]:
+        return [f.path for f in self.files if f.rows_read != f.rows_accepted + f.rows_quarantined]
 
 
 def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]]:
     """(source, file) pairs of `raw_dir/<source>/dt=<partition>/`, sorted for determinism."""
     if not PARTITION_RE.match(partition):
         raise ValueError(f"partition {partition!r} is not a YYYY-MM-DD date")
-    found = []
+    found: list[tuple[str, Path]] = []
     if not raw_dir.exists():
         return found
     for source_dir in sorted(p for p in raw_dir.iterdir() if p.is_dir()):
@@ -92,238 +114,113 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
         if not SOURCE_RE.match(source_dir.name):
             raise ValueError(f"source folder name {source_dir.name!r} must match {SOURCE_RE.pattern}")
         for path in sorted(part_dir.iterdir()):
-            if path.is_file() and path.name.endswith(LINE_FILE_SUFFIXES):
+            if path.is_file() and path.name.lower().endswith(ALL_SUFFIXES):
                 found.append((source_dir.name, path))
     return found
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _load_registry_tables(conn: duckdb.DuckDBPyConnection, registry: Registry) -> None:
-    levels = [
-        (e.id, f.name, level) for e in registry.experiments for f in e.factors for level in f.levels
-    ]
-    conn.execute("create or replace temp table _reg_levels (experiment_id varchar, factor varchar, level varchar)")
-    if levels:
-        conn.executemany("insert into _reg_levels values (?, ?, ?)", levels)
-
-
-def _pii_sql(expr: str) -> tuple[str, str]:
-    """SQL for (redacted text, number of redactions) of a JSON text expression."""
-    redacted = expr
-    counts = []
-    for kind, core in PII_PATTERNS.items():
-        pattern = f"{_BOUNDARY}({core}){_PII_END}"
-        counts.append(f"len(regexp_extract_all(coalesce({expr}, ''), '{pattern}'))")
-        redacted = f"regexp_replace({redacted}, '{pattern}', '\\1[redacted:{kind}]\\3', 'g')"
-    return redacted, " + ".join(counts)
-
-
-_PARSE_SQL = """
-create or replace temp table _parsed as
-with typed as (
-    select
-        line_number,
-        line,
-        strlen(line) > {max_line} as oversized,
-        coalesce(try(json_valid(line)), false) and try(json_type(line)) = 'OBJECT' as ok_json
-    from _lines
-), fields as (
-    select
-        line_number, line, oversized, ok_json,
-        case when ok_json then line->>'$.event_id' end as event_id,
-        case when ok_json then line->>'$.event_type' end as event_type,
-        case when ok_json then line->>'$.ts' end as ts_text,
-        case when ok_json then line->>'$.received_at' end as received_text,
-        case when ok_json then line->>'$.unit_id' end as unit_id,
-        case when ok_json then line->>'$.device_id' end as device_id,
-        case when ok_json then line->>'$.session_id' end as session_id,
-        case when ok_json then json_type(line, '$.seq') end as seq_type,
-        case when ok_json then line->>'$.seq' end as seq_text,
-        case when ok_json then line->>'$.experiment_id' end as experiment_id,
-        case when ok_json then json_type(line, '$.assignment') end as assignment_type,
-        case when ok_json then json_extract(line, '$.assignment') end as assignment,
-        case when ok_json then line->>'$.cell_id' end as cell_id,
-        case when ok_json then line->>'$.hash_version' end as hash_version,
-        case when ok_json then line->>'$.metric' end as metric,
-        case when ok_json then json_type(line, '$.value') end as value_type,
-        case when ok_json then try_cast(json_extract(line, '$.value') as double) end as value,
-        case when ok_json and json_type(line, '$.context') = 'OBJECT'
-             then json_extract(line, '$.context') end as context,
-        case when ok_json then json_type(line, '$.context') end as context_type,
-        case when ok_json then json_merge_patch(line, '{known_nulls}') end as extra_all
-    from typed
-)
-select
-    *,
-    try_cast(ts_text as timestamptz)::timestamp as ts,
-    try_cast(received_text as timestamptz)::timestamp as received_at
-from fields
-"""
-
-_REASON_SQL = """
-create or replace temp table _checked as
-with bad_levels as (
-    select p.line_number
-    from _parsed p, json_each(p.assignment) j
-    left join _reg_levels r
-      on r.experiment_id = p.experiment_id and r.factor = j.key and r.level = (j.value->>'$')
-    where p.event_type = 'exposure' and p.assignment_type = 'OBJECT'
-      and (r.level is null or json_type(j.value) <> 'VARCHAR')
-    group by p.line_number
-), known_experiments as (
-    select distinct experiment_id from _reg_levels
-)
-select
-    p.*,
-    case
-        when p.oversized then 'oversized_line'
-        when not p.ok_json then 'malformed_json'
-        when p.event_id is null or p.event_id = '' then 'missing_required:event_id'
-        when p.event_type is null then 'missing_required:event_type'
-        when p.event_type not in ('exposure', 'metric') then 'bad_type:event_type'
-        when p.ts_text is null then 'missing_required:ts'
-        when p.ts is null then 'bad_timestamp'
-        when p.received_text is not null and p.received_at is null then 'bad_timestamp'
-        when p.unit_id is null or p.unit_id = '' then 'missing_required:unit_id'
-        when p.seq_type is not null and p.seq_type not in ('UBIGINT', 'BIGINT', 'NULL') then 'bad_type:seq'
-        when p.context_type is not null and p.context_type not in ('OBJECT', 'NULL') then 'bad_type:context'
-        when p.event_type = 'exposure' and (p.experiment_id is null or p.experiment_id = '')
-            then 'missing_required:experiment_id'
-        when p.event_type = 'exposure' and (p.assignment_type is null or p.assignment_type = 'NULL')
-            then 'missing_required:assignment'
-        when p.event_type = 'exposure' and p.assignment_type <> 'OBJECT' then 'bad_type:assignment'
-        when p.event_type = 'exposure' and k.experiment_id is null then 'unknown_experiment'
-        when p.event_type = 'exposure' and b.line_number is not null then 'unknown_level'
-        when p.event_type = 'metric' and (p.metric is null or p.metric = '') then 'missing_required:metric'
-        when p.event_type = 'metric' and (p.value_type is null or p.value_type = 'NULL')
-            then 'missing_required:value'
-        when p.event_type = 'metric' and p.value_type not in ('UBIGINT', 'BIGINT', 'DOUBLE')
-            then 'bad_type:value'
-        when p.event_type = 'metric' and (p.value is null or not isfinite(p.value)) then 'non_finite_value'
-    end as reason
-from _parsed p
-left join known_experiments k on k.experiment_id = p.experiment_id
-left join bad_levels b on b.line_number = p.line_number
-"""
-
-
-def _read_lines(conn: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
-    conn.execute(
-        f"""
-        create or replace temp table {table} as
-        select row_number() over () as line_number, line
-        from read_csv(?, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x1f', quote = '',
-                      escape = '', auto_detect = false, compression = 'auto', strict_mode = false,
-                      max_line_size = 16777216, null_padding = true)
-        """,
-        [str(path)],
+def _validate(conn, staged: StagedFile, fp: FileFingerprint, checked: str, levels) -> FileResult:
+    try:
+        conn.execute(checked_table_sql(staged.table, checked, levels))
+    finally:
+        conn.execute(f"drop table if exists {staged.table}")
+    pii_sums = ", ".join(f"coalesce(sum(pii_{k}) filter (where reason is null), 0)" for k in PII_KINDS)
+    row = conn.execute(f"select count(*), count(*) filter (where reason is null), {pii_sums} from {checked}").fetchone()
+    read, accepted, *pii = (int(x) for x in row)
+    lost = conn.execute(f"select count(*) from {checked} where line_number is null or reason = 'truncated_file'"
+                        ).fetchone()[0] > 0
+    return FileResult(
+        path=str(fp.path), source=fp.source, rows_read=read, rows_accepted=accepted, rows_quarantined=read - accepted,
+        pii_redactions=sum(pii), error=staged.warning if lost else None, warning=staged.warning,
+        file_format=staged.file_format, pii_by_kind=dict(zip(PII_KINDS, pii)), size_bytes=fp.size_bytes,
+        sha256=fp.sha256,
     )
 
 
-def _quarantine_file(conn, source: str, path: Path, exc: Exception, partition: str, now) -> FileResult:
-    """A file that cannot be read at all becomes one quarantine row; the partition goes on."""
-    text = str(exc).lower()
-    reason = "encoding" if ("unicode" in text or "utf" in text) else "unreadable_file"
-    conn.execute(
-        "insert into raw.quarantine values (?, ?, null, ?, ?, ?, ?)",
-        [source, str(path), reason, str(exc)[:RAW_SNIPPET_CHARS], partition, now],
-    )
-    return FileResult(str(path), source, 1, 0, 1, 0, error=f"{reason}: {exc}")
+def _summary_from_log(conn, partition: str) -> list[FileResult]:
+    rows = conn.execute(
+        f"select path, source, rows_read, rows_accepted, rows_quarantined, pii_redactions, file_error, file_format, "
+        f"size_bytes, sha256, {', '.join(f'pii_{k}' for k in PII_KINDS)}, file_warning from raw.ingest_log where dt = ?::date "
+        f"order by path", [partition]).fetchall()
+    return [FileResult(r[0], r[1], r[2], r[3], r[4], r[5], error=r[6],
+                       warning=r[10 + len(PII_KINDS)], file_format=r[7] or "jsonl", pii_by_kind=dict(zip(PII_KINDS, r[10:])),
+                       size_bytes=r[8], sha256=r[9]) for r in rows]
 
 
-def _ingest_file(conn, source: str, path: Path, table: str, partition: str, now: dt.datetime) -> FileResult:
-    conn.execute(f"create or replace temp view _lines as select * from {table}")
-    known_nulls = "{" + ", ".join(f'"{f}": null' for f in KNOWN_FIELDS) + "}"
-    conn.execute(_PARSE_SQL.format(max_line=MAX_LINE_BYTES, known_nulls=known_nulls))
-    conn.execute(_REASON_SQL)
-    ctx_redacted, ctx_count = _pii_sql("context::varchar")
-    extra_redacted, extra_count = _pii_sql("extra_all::varchar")
-    conn.execute(
-        f"""
-        insert into raw.events
-        select
-            event_id, event_type, ts, received_at, unit_id, device_id, session_id,
-            case when seq_type in ('UBIGINT', 'BIGINT') then try_cast(seq_text as bigint) end,
-            experiment_id,
-            case when event_type = 'exposure' then assignment end,
-            cell_id, hash_version,
-            case when event_type = 'metric' then metric end,
-            case when event_type = 'metric' then value end,
-            {ctx_redacted}::json,
-            case when extra_all::varchar <> '{{}}' then ({extra_redacted})::json end,
-            ({ctx_count}) + (case when extra_all::varchar <> '{{}}' then {extra_count} else 0 end),
-            md5(concat_ws('|', event_type, ts_text, unit_id, device_id, session_id, seq_text,
-                          experiment_id, assignment::varchar, metric, value::varchar, context::varchar)),
-            ?, ?, line_number, ?::date, ?
-        from _checked where reason is null
-        """,
-        [source, str(path), partition, now],
-    )
-    conn.execute(
-        """
-        insert into raw.quarantine
-        select ?, ?, line_number, reason, left(line, ?), ?::date, ? from _checked where reason is not null
-        """,
-        [source, str(path), RAW_SNIPPET_CHARS, partition, now],
-    )
-    read, accepted, pii = conn.execute(
-        f"""select count(*), count(*) filter (where reason is null),
-                   coalesce(sum(case when reason is null then ({ctx_count}) + (case when extra_all::varchar <> '{{}}' then {extra_count} else 0 end) end), 0)
-            from _checked"""
-    ).fetchone()
-    return FileResult(str(path), source, read, accepted, read - accepted, int(pii))
+def _reasons(conn, partition: str) -> dict[str, int]:
+    rows = conn.execute("select reason, count(*) from raw.quarantine where dt = ?::date group by 1 order by 2 desc, 1",
+                        [partition]).fetchall()
+    return {r: int(n) for r, n in rows}
 
 
 def ingest_partition(
-    conn: duckdb.DuckDBPyConnection, raw_dir: Path, partition: str, registry: Registry
+    conn: duckdb.DuckDBPyConnection, raw_dir: Path, partition: str, registry: Registry, *, force: bool = False
 ) -> IngestSummary:
     """Replace partition `partition` of the raw tables with the contents of its dump folders.
 
-    Idempotent: the partition's previous rows are deleted in the same transaction.
+    Idempotent: the partition's previous rows are deleted in the same transaction. When every file's
+    (path, size, sha256) and the rules fingerprint match `raw.ingest_log` and no file was added or
+    removed, nothing is read or written and the summary says `skipped_unchanged=True` (its counts
+    come from the log); `force=True` re-ingests anyway.
     """
     ensure_raw_schema(conn)
     conn.execute("set TimeZone = 'UTC'")
-    _load_registry_tables(conn, registry)
-    files = list_partition_files(raw_dir, partition)
+    files = list_partition_files(Path(raw_dir), partition)
+    fingerprints = fingerprint_files(files)
+    rules = rules_fingerprint(registry)
+    if not force and partition_unchanged(conn, partition, fingerprints, rules):
+        return IngestSummary(partition, _summary_from_log(conn, partition), skipped_unchanged=True,
+                             reasons=_reasons(conn, partition))
+    levels = registry_levels(registry)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     summary = IngestSummary(partition=partition)
-    # Read every file before the transaction: a read error must not abort the partition's writes.
-    staged: list[tuple[str, Path, str | None, Exception | None]] = []
-    for i, (source, path) in enumerate(files):
-        table = f"_file_lines_{i}"
-        try:
-            _read_lines(conn, path, table)
-            staged.append((source, path, table, None))
-        except duckdb.Error as exc:
-            staged.append((source, path, None, exc))
-    conn.execute("begin transaction")
+    checked_tables: list[tuple[FileFingerprint, str, FileResult]] = []
     try:
-        for table in ("raw.events", "raw.quarantine", "raw.ingest_log"):
-            conn.execute(f"delete from {table} where dt = ?::date", [partition])
-        for source, path, table, exc in staged:
-            if exc is not None:
-                result = _quarantine_file(conn, source, path, exc, partition, now)
-            else:
-                result = _ingest_file(conn, source, path, table, partition, now)
+        for i, fp in enumerate(fingerprints):
+            staged = stage_file(conn, fp.source, fp.path, f"_lines_{i}")
+            checked = f"_checked_{i}"
+            result = _validate(conn, staged, fp, checked, levels)
+            checked_tables.append((fp, checked, result))
             summary.files.append(result)
-            conn.execute(
-                "insert into raw.ingest_log values (?, ?, ?::date, ?, ?, ?, ?, ?, ?, ?)",
-                [result.path, source, partition, path.stat().st_size, _sha256(path), result.rows_read,
-                 result.rows_accepted, result.rows_quarantined, result.pii_redactions, now],
-            )
-        conn.execute("commit")
-    except Exception:
-        conn.execute("rollback")
-        raise
+        conn.execute("begin transaction")
+        try:
+            for table in ("raw.events", "raw.quarantine", "raw.ingest_log"):
+                conn.execute(f"delete from {table} where dt = ?::date", [partition])
+            for fp, checked, result in checked_tables:
+                _write_file(conn, fp, checked, result, partition, now, rules)
+            conn.execute("commit")
+        except Exception:
+            conn.execute("rollback")
+            raise
     finally:
-        for _source, _path, table, _exc in staged:
-            if table:
-                conn.execute(f"drop table if exists {table}")
+        for i in range(len(fingerprints)):
+            conn.execute(f"drop table if exists _lines_{i}")
+            conn.execute(f"drop table if exists _checked_{i}")
+    summary.reasons = _reasons(conn, partition)
     return summary
+
+
+def _write_file(conn, fp: FileFingerprint, checked: str, result: FileResult, partition: str, now, rules: str) -> None:
+    pii_cols = ", ".join(f"pii_{k}" for k in PII_KINDS)
+    conn.execute(
+        f"""
+        insert into raw.events ({_EVENT_COLUMNS})
+        select event_id, event_type, ts, received_at, unit_id, device_id, session_id, seq, experiment_id,
+               assignment::json, cell_id, hash_version, metric, value, context::json, extra::json,
+               {' + '.join(f'pii_{k}' for k in PII_KINDS)}, payload_hash, ?, ?, line_number, ?::date, ?, {pii_cols}
+        from {checked} where reason is null
+        """,
+        [fp.source, str(fp.path), partition, now],
+    )
+    conn.execute(
+        "insert into raw.quarantine select ?, ?, line_number, reason, raw, ?::date, ? from "
+        f"{checked} where reason is not null",
+        [fp.source, str(fp.path), partition, now],
+    )
+    conn.execute(
+        f"insert into raw.ingest_log ({_LOG_COLUMNS}) values (?, ?, ?::date, ?, ?, ?, ?, ?, ?, ?, "
+        f"{', '.join('?' for _ in PII_KINDS)}, ?, ?, ?, ?)",
+        [str(fp.path), fp.source, partition, fp.size_bytes, fp.sha256, result.rows_read, result.rows_accepted,
+         result.rows_quarantined, result.pii_redactions, now, *(result.pii_by_kind[k] for k in PII_KINDS),
+         result.file_format or file_format(fp.path), result.error, result.warning, rules],
+    )

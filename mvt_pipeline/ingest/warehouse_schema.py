@@ -1,8 +1,15 @@
-"""DDL of the `raw` schema: the contract between ingestion and the dbt sources."""
+"""DDL of the `raw` schema: the contract between ingestion and the dbt sources.
+
+`raw.events` keeps the columns dbt reads; later additions (per-kind PII counts, the manifest's rules
+fingerprint) are applied with `add column if not exists` so an older warehouse file upgrades in place
+instead of failing or needing a rebuild.
+"""
 
 from __future__ import annotations
 
 import duckdb
+
+PII_KINDS = ("email", "phone", "ipv4", "ipv6")
 
 RAW_EVENTS_DDL = """
 create table if not exists raw.events (
@@ -32,6 +39,7 @@ create table if not exists raw.events (
 )
 """
 
+# `dt` is the partition key (the `dt=YYYY-MM-DD` folder) in all three tables.
 RAW_QUARANTINE_DDL = """
 create table if not exists raw.quarantine (
     source varchar not null,
@@ -59,8 +67,19 @@ create table if not exists raw.ingest_log (
 )
 """
 
+# Columns added after the first release (name, type, default); appended at the end of the table.
+_ADDED_COLUMNS = {
+    "raw.events": [(f"pii_{k}", "integer", "0") for k in PII_KINDS],
+    "raw.ingest_log": [(f"pii_{k}", "bigint", "0") for k in PII_KINDS]
+    + [("file_format", "varchar", "null"), ("file_error", "varchar", "null"), ("file_warning", "varchar", "null"),
+       ("rules_fingerprint", "varchar", "null")],
+}
+
 
 def ensure_raw_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("create schema if not exists raw")
     for ddl in (RAW_EVENTS_DDL, RAW_QUARANTINE_DDL, RAW_INGEST_LOG_DDL):
         conn.execute(ddl)
+    for table, columns in _ADDED_COLUMNS.items():
+        for name, sql_type, default in columns:
+            conn.execute(f"alter table {table} add column if not exists {name} {sql_type} default {default}")

@@ -1,0 +1,62 @@
+"""The file manifest (`raw.ingest_log`): what was ingested for a partition, so an unchanged partition
+is a no-op and any change (a file added, removed, rewritten, or new validation rules) re-ingests it.
+
+A file is identified by (path, size, sha256). Size alone misses in-place rewrites and mtime changes
+on a mere copy, so the content hash decides; hashing costs about 1 s per GB, small next to parsing.
+The rules fingerprint covers the registry (an experiment added makes `unknown_experiment` lines
+valid) and the validation rules version, so changing either re-ingests instead of silently skipping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from ..registry import Registry
+
+# Bump when validation rules change meaning, so existing partitions are re-ingested once.
+RULES_VERSION = "2"
+
+
+@dataclass(frozen=True)
+class FileFingerprint:
+    source: str
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint_files(files: list[tuple[str, Path]]) -> list[FileFingerprint]:
+    return [FileFingerprint(source, path, path.stat().st_size, sha256_of(path)) for source, path in files]
+
+
+def registry_levels(registry: Registry) -> list[tuple[str, str, str]]:
+    return sorted((e.id, f.name, level) for e in registry.experiments for f in e.factors for level in f.levels)
+
+
+def rules_fingerprint(registry: Registry) -> str:
+    text = RULES_VERSION + "\n" + "\n".join("|".join(x) for x in registry_levels(registry))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def partition_unchanged(conn: duckdb.DuckDBPyConnection, partition: str, current: list[FileFingerprint],
+                        rules: str) -> bool:
+    """True when the log holds exactly these files with the same size, hash and rules fingerprint."""
+    logged = conn.execute(
+        "select path, size_bytes, sha256, rules_fingerprint from raw.ingest_log where dt = ?::date", [partition]
+    ).fetchall()
+    if not logged or len(logged) != len(current):
+        return False
+    now = {(str(f.path), f.size_bytes, f.sha256, rules) for f in current}
+    return now == {tuple(row) for row in logged}

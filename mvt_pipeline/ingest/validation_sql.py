@@ -1,0 +1,197 @@
+"""The one validation pass: staged lines -> parsed, typed, PII-redacted rows with a reason code.
+
+Why it is shaped this way (it is the hot path, see docs/benchmarks.md):
+- each line is parsed once by `json_extract(line, [all known paths])`, which returns the JSON text of
+  every known field; types are then read from the first character of that text (`"` string, digit or
+  `-` number, `{` object...) instead of calling a JSON function per field; only strings are unescaped;
+- `json_keys` (a second, cheap parse) tells whether the line has unknown fields, and only those lines
+  pay for `json_merge_patch`, which builds `extra` without the known keys;
+- PII patterns run as one combined RE2 scan per row; only rows that match (rare) pay for the per-kind
+  counts and replacements.
+The CASE order of the reasons is the contract: the first problem found is the one reported.
+"""
+
+from __future__ import annotations
+
+from .file_readers import MAX_LINE_BYTES, RAW_SNIPPET_CHARS
+from .warehouse_schema import PII_KINDS
+
+KNOWN_FIELDS = (
+    "event_id", "event_type", "ts", "received_at", "unit_id", "device_id", "session_id", "seq",
+    "experiment_id", "assignment", "cell_id", "hash_version", "metric", "value", "context",
+)
+# Identifier fields may arrive as JSON integers (SDKs with numeric user ids); they are kept as text.
+_ID_FIELDS = ("event_id", "unit_id", "device_id", "session_id", "experiment_id", "cell_id", "hash_version")
+
+# Redaction patterns (RE2 syntax), each preceded by a boundary group so that version strings such
+# as "Chrome/120.0.0.0" or "3.2.1" are not mistaken for IP addresses or phone numbers.
+_BOUNDARY = r"(^|[^A-Za-z0-9_./:-])"
+_PII_END = r"($|[^A-Za-z0-9_.@-])"
+PII_PATTERNS = {
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+    "ipv4": r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}",
+    "ipv6": r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+    # international (+ prefix) or 10-digit national with separators; bare digit runs and dates
+    # such as 2026-11-02 are not phone numbers
+    "phone": r"(?:\+\d[\d ()-]{6,}\d|\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4})",
+}
+assert set(PII_PATTERNS) == set(PII_KINDS)
+_ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values()) + ")" + _PII_END
+
+
+def _j(field: str) -> str:
+    return f"j[{KNOWN_FIELDS.index(field) + 1}]"
+
+
+def _unquote(frag: str) -> str:
+    """String value of a JSON string fragment; the JSON parser is needed only for escapes."""
+    return f"case when contains({frag}, '\\') then {frag}->>'$' else {frag}[2:-2] end"
+
+
+def _field_sql() -> str:
+    """Per known field: `k_<f>` = first char of its JSON text (NULL = absent, 'n' = null), `<f>` = value."""
+    out = []
+    for f in KNOWN_FIELDS:
+        out.append(f"left({_j(f)}, 1) as k_{f}")
+    for f in ("event_type", "ts", "received_at", "metric"):
+        out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} end as {f}_text")
+    for f in _ID_FIELDS:
+        out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
+                   f"when regexp_full_match({_j(f)}, '-?[0-9]+') then {_j(f)} end as {f}")
+    out.append(f"case when (left({_j('seq')}, 1) between '0' and '9' or left({_j('seq')}, 1) = '-') "
+               f"and not regexp_matches({_j('seq')}, '[.eE]') then try_cast({_j('seq')} as bigint) end as seq")
+    out.append(f"case when left({_j('value')}, 1) between '0' and '9' or left({_j('value')}, 1) in ('-', 'N', 'I') "
+               f"then try_cast({_j('value')} as double) end as value")
+    out.append(f"{_j('assignment')} as assignment_text")
+    out.append(f"case when left({_j('context')}, 1) = '{{' then {_j('context')} end as context_text")
+    return ",\n        ".join(out)
+
+
+def _pii_chain(expr: str) -> tuple[str, list[str]]:
+    """(redacted text, per-kind count expressions), each kind counted after the previous ones are
+    replaced so one value is never counted twice."""
+    text = expr
+    counts = []
+    for kind, core in PII_PATTERNS.items():
+        pattern = f"{_BOUNDARY}({core}){_PII_END}"
+        counts.append(f"len(regexp_extract_all(coalesce({text}, ''), '{pattern}'))")
+        text = f"regexp_replace({text}, '{pattern}', '\\1[redacted:{kind}]\\3', 'g')"
+    return text, counts
+
+
+def _reason_sql() -> str:
+    def missing(f: str) -> str:
+        return f"(k_{f} is null or k_{f} = 'n')"
+
+    def not_string_or_id(f: str) -> str:
+        return f"(not {missing(f)} and {f} is null)"
+
+    return f"""
+    case
+        when pre_reason is not null then pre_reason
+        when strlen(line) > {MAX_LINE_BYTES} then 'oversized_line'
+        when contains(line, chr(0)) then 'encoding'
+        when not ok_json then 'malformed_json'
+        when {missing('event_id')} then 'missing_required:event_id'
+        when {not_string_or_id('event_id')} then 'bad_type:event_id'
+        when event_id = '' then 'missing_required:event_id'
+        when {missing('event_type')} then 'missing_required:event_type'
+        when event_type_text is null or event_type_text not in ('exposure', 'metric') then 'bad_type:event_type'
+        when {missing('ts')} then 'missing_required:ts'
+        when ts is null then 'bad_timestamp'
+        when not {missing('received_at')} and received_at is null then 'bad_timestamp'
+        when {missing('unit_id')} or unit_id = '' then 'missing_required:unit_id'
+        when {not_string_or_id('unit_id')} then 'bad_type:unit_id'
+        when {not_string_or_id('device_id')} then 'bad_type:device_id'
+        when {not_string_or_id('session_id')} then 'bad_type:session_id'
+        when not {missing('seq')} and seq is null then 'bad_type:seq'
+        when not {missing('context')} and context_text is null then 'bad_type:context'
+        when event_type_text = 'exposure' and ({missing('experiment_id')} or experiment_id = '')
+            then 'missing_required:experiment_id'
+        when event_type_text = 'exposure' and {not_string_or_id('experiment_id')} then 'bad_type:experiment_id'
+        when event_type_text = 'exposure' and {missing('assignment')} then 'missing_required:assignment'
+        when event_type_text = 'exposure' and k_assignment <> '{{' then 'bad_type:assignment'
+        when event_type_text = 'exposure' and assignment_text = '{{}}' then 'missing_required:assignment'
+        when event_type_text = 'exposure' and not known_experiment then 'unknown_experiment'
+        when event_type_text = 'exposure' and bad_level is not false then 'unknown_level'
+        when event_type_text = 'metric' and ({missing('metric')} or metric_text = '') then 'missing_required:metric'
+        when event_type_text = 'metric' and metric_text is null then 'bad_type:metric'
+        when event_type_text = 'metric' and {missing('value')} then 'missing_required:value'
+        when event_type_text = 'metric' and value is null then 'bad_type:value'
+        when event_type_text = 'metric' and not isfinite(value) then 'non_finite_value'
+    end"""
+
+
+def _sql_list(items) -> str:
+    return "[" + ", ".join("'" + str(x).replace("'", "''") + "'" for x in items) + "]::varchar[]"
+
+
+def checked_table_sql(lines_table: str, checked_table: str, levels: list[tuple[str, str, str]]) -> str:
+    """SQL creating `checked_table` (one row per non-blank line, `reason` NULL = accepted) from
+    `lines_table(line_number, line, pre_reason)`. `levels` are the registry's (experiment, factor,
+    level) triples, inlined as constant lists so checking an assignment needs no join."""
+    paths = "[" + ", ".join(f"'$.{f}'" for f in KNOWN_FIELDS) + "]"
+    known = _sql_list(KNOWN_FIELDS)
+    experiments = _sql_list(sorted({e for e, _f, _l in levels}) or [""])
+    # assignment entries as "experiment<US>factor<US>level as JSON text", the form built per event below
+    pairs = _sql_list(sorted(f"{e}\x1f{f}\x1f" + '"' + lv.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                             for e, f, lv in levels) or [""])
+    nulls = "{" + ", ".join(f'"{f}": null' for f in KNOWN_FIELDS) + "}"
+    ctx_red, ctx_counts = _pii_chain("context_text")
+    ext_red, ext_counts = _pii_chain("extra_text")
+    kinds = list(PII_PATTERNS)
+    per_kind = ",\n        ".join(
+        f"case when ctx_pii then {c} else 0 end + case when ext_pii then {e} else 0 end as pii_{k}"
+        for k, c, e in zip(kinds, ctx_counts, ext_counts))
+    return f"""
+create or replace temp table {checked_table} as
+with base as (
+    select line_number, line, pre_reason,
+        case when pre_reason is not null or strlen(line) > {MAX_LINE_BYTES} or contains(line, chr(0)) then false
+             when left(line, 1) = '{{' or left(ltrim(line), 1) = '{{' then json_valid(line)
+             else false end as ok_json
+    from {lines_table}
+    where pre_reason is not null or (line is not null and (left(line, 1) = '{{' or trim(line) <> ''))
+), parsed as (
+    select line_number, line, pre_reason, ok_json,
+        json_extract(case when ok_json then line end, {paths})::varchar[] as j,
+        not list_has_all({known}, json_keys(case when ok_json then line end)) as has_extra
+    from base
+), fields as (
+    select line_number, line, pre_reason, ok_json, has_extra,
+        {_field_sql()},
+        case when has_extra then json_merge_patch(line, '{nulls}')::varchar end as extra_text
+    from parsed
+), typed as (
+    select *,
+        try_cast(ts_text as timestamptz)::timestamp as ts,
+        try_cast(received_at_text as timestamptz)::timestamp as received_at,
+        coalesce(regexp_matches(context_text, '{_ANY_PII}'), false) as ctx_pii,
+        coalesce(regexp_matches(extra_text, '{_ANY_PII}'), false) as ext_pii,
+        case when event_type_text = 'exposure' then list_contains({experiments}, experiment_id) end
+            as known_experiment,
+        case when event_type_text = 'exposure' and k_assignment = '{{' then not list_has_all({pairs},
+            list_transform(map_entries(json_transform(assignment_text, '"MAP(VARCHAR, JSON)"')),
+                           lambda e: concat(experiment_id, chr(31), e.key, chr(31), coalesce(e.value::varchar, 'null'))))
+        end as bad_level
+    from fields
+), decided as (
+    select *, {_reason_sql()} as reason from typed
+)
+select
+    line_number,
+    reason,
+    case when reason is not null then left(replace(line, chr(0), '\\0'), {RAW_SNIPPET_CHARS}) end as raw,
+    event_id, event_type_text as event_type, ts, received_at, unit_id, device_id, session_id, seq,
+    experiment_id,
+    case when event_type_text = 'exposure' then assignment_text end as assignment,
+    cell_id, hash_version,
+    case when event_type_text = 'metric' then metric_text end as metric,
+    case when event_type_text = 'metric' then value end as value,
+    case when ctx_pii then {ctx_red} else context_text end as context,
+    case when ext_pii then {ext_red} else extra_text end as extra,
+    {per_kind},
+    hash(event_type_text, ts_text, unit_id, device_id, session_id, seq, experiment_id, assignment_text,
+         metric_text, value, context_text)::varchar as payload_hash
+from decided
+"""
