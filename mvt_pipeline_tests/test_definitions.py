@@ -12,7 +12,7 @@ from .conftest import PROJECT_ROOT
 EXPECTED_ASSETS = {
     "experiment_registry", "raw_events", "stg_events", "stg_exposure_factors", "fct_exposures",
     "fct_outcomes", "fct_unit_metrics", "agg_cell_stats", "dq_assignment", "factorial_effects",
-    "decision_reports", "stale_flag_audit",
+    "decision_reports", "stale_flag_audit", "dq_daily", "agg_cell_quantiles",
 }
 EXPECTED_PARENTS = {
     "raw_events": {"experiment_registry"},
@@ -25,6 +25,7 @@ EXPECTED_PARENTS = {
 EXPECTED_CHECKS = {
     ("experiment_registry", "registry_lint"),
     ("raw_events", "row_accounting"), ("raw_events", "gx_telemetry_schema"), ("raw_events", "quarantine_rate"),
+    ("raw_events", "loss_rate"), ("raw_events", "lag_p95"), ("raw_events", "pii_found"), ("raw_events", "volume_change"),
     ("factorial_effects", "srm_check"), ("factorial_effects", "guardrails"), ("stale_flag_audit", "no_stale_flags"),
     ("stg_events", "unique_stg_events_event_id"), ("fct_exposures", "unique_fct_exposures_exposure_key"),
 }

@@ -38,6 +38,9 @@
     {{ return(adapter.dispatch('regex_matches', 'mvt_pipeline')(expr, pattern)) }}
 {%- endmacro %}
 {% macro default__regex_matches(expr, pattern) -%}
+    regexp_like({{ expr }}, '{{ pattern }}')
+{%- endmacro %}
+{% macro duckdb__regex_matches(expr, pattern) -%}
     regexp_matches({{ expr }}, '{{ pattern }}')
 {%- endmacro %}
 
@@ -46,4 +49,20 @@
 {%- endmacro %}
 {% macro default__hash_text(expr) -%}
     md5({{ expr }})
+{%- endmacro %}
+
+{# Seconds from `start_expr` to `end_expr` as a double (interval arithmetic differs per warehouse). #}
+{% macro seconds_between(start_expr, end_expr) -%}
+    {{ return(adapter.dispatch('seconds_between', 'mvt_pipeline')(start_expr, end_expr)) }}
+{%- endmacro %}
+{% macro default__seconds_between(start_expr, end_expr) -%}
+    extract(epoch from ({{ end_expr }} - {{ start_expr }}))
+{%- endmacro %}
+{% macro duckdb__seconds_between(start_expr, end_expr) -%}
+    (date_diff('microsecond', {{ start_expr }}, {{ end_expr }}) / 1e6)
+{%- endmacro %}
+
+{# The rows of a batch the incremental stg_events deletes after delete+insert (tombstones). #}
+{% macro tombstone_cleanup(relation) -%}
+    delete from {{ relation }} where event_type is null
 {%- endmacro %}

@@ -4,33 +4,62 @@ Public API: :func:`analyze_cells` / :func:`analyze_units` (factorial effects, Ty
 ``covariate=`` for CUPED/ANCOVA), :func:`analyze_ratio_cells` (ratio metrics, delta method),
 :func:`full_design` / :func:`fractional_design` (designs, aliases, resolution),
 :func:`benjamini_hochberg` / :func:`holm` (multiplicity), :func:`srm_test` / :func:`srm_margins`
-(sample-ratio mismatch on the cell table and on each factor's margins).
+(sample-ratio mismatch on the cell table, on each factor's margins and, with
+:func:`srm_segments`, per segment with Bonferroni),
+:func:`sequential_ci` / :func:`sequential_p_value` (always-valid confidence sequences),
+:func:`prob_best` (Bayesian probability of being best and expected loss),
+:func:`power_factorial` / :func:`mde_factorial` / :func:`required_units` / :func:`required_days`
+(planning), :func:`segment_effects` (HTE: per-segment effects, Cochran's Q, shrinkage).
+See ``docs/statistics.md`` for the methods.
 """
 
+from .bayes import BAYES_COLUMNS, prob_best
 from .cells import COVARIATE_COLUMNS
 from .design import AliasClass, FractionalDesign, fractional_design, full_design
 from .factorial import EFFECT_COLUMNS, FactorialResult, analyze_cells
+from .hte import HETEROGENEITY_COLUMNS, SEGMENT_COLUMNS, HTEResult, cochran_q, eb_shrink, segment_effects
 from .multiplicity import benjamini_hochberg, holm
+from .power import contrast_std_errors, mde_factorial, power_factorial, required_days, required_units
 from .ratio import RATIO_COLUMNS, analyze_ratio_cells
-from .srm import SRMResult, srm_margins, srm_test
+from .sequential import SEQUENTIAL_COLUMNS, add_sequential, cs_multiplier, sequential_ci, sequential_p_value
+from .srm import SRMResult, srm_margins, srm_segments, srm_test
 from .units import analyze_units, unit_cell_stats
 
 __all__ = [
     "AliasClass",
+    "BAYES_COLUMNS",
     "COVARIATE_COLUMNS",
     "EFFECT_COLUMNS",
     "FactorialResult",
     "FractionalDesign",
+    "HETEROGENEITY_COLUMNS",
+    "HTEResult",
     "RATIO_COLUMNS",
+    "SEGMENT_COLUMNS",
+    "SEQUENTIAL_COLUMNS",
     "SRMResult",
+    "add_sequential",
     "analyze_cells",
     "analyze_ratio_cells",
     "analyze_units",
     "benjamini_hochberg",
+    "cochran_q",
+    "contrast_std_errors",
+    "cs_multiplier",
+    "eb_shrink",
     "fractional_design",
     "full_design",
     "holm",
+    "mde_factorial",
+    "power_factorial",
+    "prob_best",
+    "required_days",
+    "required_units",
+    "segment_effects",
+    "sequential_ci",
+    "sequential_p_value",
     "srm_margins",
+    "srm_segments",
     "srm_test",
     "unit_cell_stats",
 ]

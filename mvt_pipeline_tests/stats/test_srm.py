@@ -46,3 +46,23 @@ def test_factor_margins_match_scipy():
     ref_b = stats.chisquare([5100, 5100])
     np.testing.assert_allclose(res["a"].p_value, ref_a.pvalue, rtol=1e-12)
     np.testing.assert_allclose(res["b"].chi2, ref_b.statistic, atol=1e-12)
+
+
+def test_segments_are_tested_with_bonferroni():
+    import pandas as pd
+
+    from mvt_pipeline.stats import srm_segments
+
+    cells = pd.DataFrame({
+        "seg": ["ios"] * 3 + ["web"] * 3 + ["tv"],
+        "cell_id": ["c0", "c1", "c2"] * 2 + ["c0"],
+        "n": [1000, 1010, 2030, 1000, 1300, 1950, 40],
+        "weight": [1, 1, 2] * 2 + [1],
+    })
+    res = srm_segments(cells, "seg", cell="cell_id").set_index("segment")
+    for seg, counts in [("ios", [1000, 1010, 2030]), ("web", [1000, 1300, 1950])]:
+        ref = stats.chisquare(counts, np.sum(counts) * np.array([1, 1, 2]) / 4)
+        np.testing.assert_allclose(res.loc[seg, ["chi2", "p_value"]].to_numpy(dtype=float), [ref.statistic, ref.pvalue], rtol=1e-12)
+    assert res.loc["ios", "alpha"] == pytest.approx(0.001 / 3)
+    assert bool(res.loc["web", "flagged"]) and not bool(res.loc["ios", "flagged"])
+    assert np.isnan(res.loc["tv", "p_value"]) and not res.loc["tv", "flagged"]

@@ -1,23 +1,33 @@
--- One row per (experiment, unit): the first level seen per factor makes the cell; flips, devices,
--- hash-version changes and bots are counted and decide whether the unit is analysable.
-with first_levels as (
+-- One row per (experiment, unit): first exposure time, the cell (first level seen per factor, in
+-- registry factor order), flips (distinct cells seen), devices, hash-version changes and the bot
+-- flag; `is_analysable` / `exclusion_reason` apply the exclusion rules (bots, incomplete
+-- assignment, flips under the experiment's flip_policy: 'exclude' drops them, 'first_cell' keeps
+-- them in their first cell). Full rebuild: a unit's first exposure and flips need its whole history,
+-- and exposures are a small share of events.
+with factor_events as (
     select
-        experiment_id, unit_id, factor, position, level,
+        experiment_id, unit_id, factor, position, level, ts, event_id, device_id, hash_version,
+        user_agent, n_event_factors,
         row_number() over (
             partition by experiment_id, unit_id, factor order by ts, event_id
-        ) as rn
+        ) as factor_rank
     from {{ ref('stg_exposure_factors') }}
 ),
 
-levels_seen as (
+per_factor as (
     select experiment_id, unit_id, factor, count(distinct level) as n_levels
-    from {{ ref('stg_exposure_factors') }}
+    from factor_events
     group by experiment_id, unit_id, factor
 ),
 
 flips as (
-    select experiment_id, unit_id, max(n_levels) as max_levels_per_factor
-    from levels_seen
+    select
+        experiment_id,
+        unit_id,
+        max(n_levels) as max_levels_per_factor,
+        -- combinations of the levels seen: the cells a per-factor exposure stream may have shown
+        cast(round(exp(sum(ln(n_levels)))) as integer) as level_combinations
+    from per_factor
     group by experiment_id, unit_id
 ),
 
@@ -27,8 +37,46 @@ cells as (
         unit_id,
         {{ ordered_string_agg("factor || '=' || level", '|', 'position') }} as cell_id,
         count(*) as n_factors_seen
-    from first_levels
-    where rn = 1
+    from factor_events
+    where factor_rank = 1
+    group by experiment_id, unit_id
+),
+
+-- whole-cell exposure events: each carries a complete cell, so distinct cells are countable exactly
+event_cells as (
+    select
+        fe.experiment_id, fe.unit_id, fe.event_id,
+        {{ ordered_string_agg("fe.factor || '=' || fe.level", '|', 'fe.position') }} as event_cell
+    from factor_events as fe
+    inner join {{ source('raw', 'registry_experiments') }} as r on r.experiment_id = fe.experiment_id
+    where fe.n_event_factors = r.n_factors
+    group by fe.experiment_id, fe.unit_id, fe.event_id
+),
+
+whole_cells as (
+    select experiment_id, unit_id, count(distinct event_cell) as n_whole_cells
+    from event_cells
+    group by experiment_id, unit_id
+),
+
+partial_units as (
+    select fe.experiment_id, fe.unit_id, count(*) as n_partial_rows
+    from factor_events as fe
+    inner join {{ source('raw', 'registry_experiments') }} as r on r.experiment_id = fe.experiment_id
+    where fe.n_event_factors < r.n_factors
+    group by fe.experiment_id, fe.unit_id
+),
+
+hash_changes as (
+    select experiment_id, unit_id, sum(changed) as n_hash_version_changes
+    from (
+        select
+            experiment_id, unit_id,
+            case when hash_version <> lag(hash_version) over (
+                     partition by experiment_id, unit_id order by ts, event_id)
+                 then 1 else 0 end as changed
+        from (select distinct experiment_id, unit_id, event_id, ts, hash_version from factor_events) as ev
+    ) as x
     group by experiment_id, unit_id
 ),
 
@@ -44,11 +92,13 @@ unit_exposure as (
         experiment_id,
         unit_id,
         min(ts) as first_exposure_at,
+        max(ts) as last_exposure_at,
+        count(distinct event_id) as n_exposure_events,
         count(distinct device_id) as n_devices,
         count(distinct hash_version) as n_hash_versions,
-        max(case when {{ regex_matches('lower(user_agent)', '(bot|crawler|spider|headless|slurp)') }}
+        max(case when {{ regex_matches('lower(user_agent)', var('bot_user_agent_pattern')) }}
                  then 1 else 0 end) as bot_user_agent
-    from {{ ref('stg_exposure_factors') }}
+    from factor_events
     group by experiment_id, unit_id
 ),
 
@@ -66,13 +116,23 @@ assembled as (
         u.unit_id,
         u.experiment_id || ':' || u.unit_id as exposure_key,
         u.first_exposure_at,
+        u.last_exposure_at,
+        {{ add_days('u.first_exposure_at', 'r.attribution_window_days') }} as attribution_end_at,
+        u.n_exposure_events,
         c.cell_id,
         c.n_factors_seen,
         r.n_factors,
+        case when p.unit_id is null then coalesce(w.n_whole_cells, 1)
+             else greatest(coalesce(w.n_whole_cells, 1), f.level_combinations) end as n_cells_seen,
         f.max_levels_per_factor > 1 as is_flipped,
         u.n_devices,
         u.n_hash_versions,
-        (u.bot_user_agent = 1 or a.events_per_active_day > {{ var('bot_events_per_day') }}) as is_bot,
+        coalesce(h.n_hash_version_changes, 0) as n_hash_version_changes,
+        a.events_per_active_day,
+        u.bot_user_agent = 1 as is_bot_user_agent,
+        coalesce(a.events_per_active_day > {{ var('bot_events_per_day') }}, false) as is_bot_event_rate,
+        (u.bot_user_agent = 1 or coalesce(a.events_per_active_day > {{ var('bot_events_per_day') }}, false))
+            as is_bot,
         c.n_factors_seen < r.n_factors as is_incomplete,
         r.flip_policy,
         fe.device,
@@ -85,6 +145,9 @@ assembled as (
     inner join first_event as fe
         on fe.experiment_id = u.experiment_id and fe.unit_id = u.unit_id and fe.rn = 1
     inner join {{ source('raw', 'registry_experiments') }} as r on r.experiment_id = u.experiment_id
+    left join whole_cells as w on w.experiment_id = u.experiment_id and w.unit_id = u.unit_id
+    left join partial_units as p on p.experiment_id = u.experiment_id and p.unit_id = u.unit_id
+    left join hash_changes as h on h.experiment_id = u.experiment_id and h.unit_id = u.unit_id
     left join activity as a on a.unit_id = u.unit_id
 )
 

@@ -1,6 +1,9 @@
--- Metric events of analysable exposed units: `post` inside the attribution window
--- [first exposure, first exposure + window days), `pre` in the pre-period before first exposure
--- (the CUPED covariate). Events elsewhere are not attributed.
+-- Deduplicated metric events of analysable exposed units, one row per (experiment, event):
+-- `post` inside the half-open attribution window [first exposure, first exposure + window days)
+-- (an event exactly at first exposure counts, one exactly window days later does not), `pre` in the
+-- half-open pre-period [first exposure - pre_period_days, first exposure) that feeds the CUPED
+-- covariate. Events elsewhere are not attributed. Only sources some metric of the experiment uses.
+-- Full rebuild: attribution depends on each unit's first exposure, which late data can move.
 with experiment_sources as (
     select distinct em.experiment_id, s.source_metric
     from {{ source('raw', 'registry_experiment_metrics') }} as em
@@ -18,13 +21,15 @@ candidate as (
     select
         x.experiment_id,
         x.unit_id,
+        x.experiment_id || ':' || e.event_id as outcome_key,
+        x.cell_id,
         e.event_id,
         e.metric as source_metric,
         e.value,
         e.ts,
         case
             when e.ts >= x.first_exposure_at
-             and e.ts < {{ add_days('x.first_exposure_at', 'r.attribution_window_days') }} then 'post'
+             and e.ts < x.attribution_end_at then 'post'
             when e.ts < x.first_exposure_at
              and e.ts >= {{ add_days('x.first_exposure_at', '-r.pre_period_days') }} then 'pre'
         end as period

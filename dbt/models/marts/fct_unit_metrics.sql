@@ -1,6 +1,10 @@
 -- One row per (experiment, analysable unit, metric): the metric value in the attribution window
--- (zero-filled for binary, count and continuous metrics; NULL-aware for ratio and quantile
--- metrics), its pre-period covariate, ratio numerator/denominator and the segment columns.
+-- (zero-filled for binary, count and continuous metrics; NULL-aware for ratio metrics, whose value
+-- is numerator/denominator and NULL without any denominator event, and for quantile metrics, whose
+-- per-unit value is NULL: their numerator/denominator are the unit's value sum and event count,
+-- the quantile itself comes from agg_cell_quantiles), its pre-period covariate, winsorized at the
+-- metric's empirical quantile (pooled over the experiment's cells) where the metric says so, and the
+-- segment columns from the first exposure's context. Full rebuild (depends on all attributions).
 with metric_defs as (
     select
         em.experiment_id, em.metric, em.role, m.kind, m.source_metric, m.aggregation,
@@ -94,9 +98,14 @@ select
     p.role,
     p.kind,
     p.cell_id,
-    case when c.value_cap is not null and p.post_value > c.value_cap then c.value_cap
-         else p.post_value end as value,
+    case
+        when p.kind = 'ratio' then
+            case when p.post_denominator > 0 then p.post_numerator * 1.0 / p.post_denominator end
+        when c.value_cap is not null and p.post_value > c.value_cap then c.value_cap
+        else p.post_value
+    end as value,
     p.post_value as value_raw,
+    c.value_cap,
     case when c.value_cap is not null and p.pre_value > c.value_cap then c.value_cap
          else p.pre_value end as covariate,
     p.post_numerator as numerator,

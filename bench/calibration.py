@@ -1,0 +1,279 @@
+"""Calibration of the stats engine by simulation (results recorded in docs/validation.md).
+
+Every experiment is simulated from per-unit numpy draws reduced to per-cell sufficient
+statistics (n, sum, sum_sq[, covariate sums]) exactly as the warehouse would hand them over,
+then analysed with the public API. Truths are computed from the simulation parameters by the
+*definition* of each estimand (equal-weight marginal means), never by the engine.
+
+    .venv/bin/python bench/calibration.py            # full run (a few minutes on 2 cores)
+    .venv/bin/python bench/calibration.py --quick    # the sizes the tests use
+
+The test-suite imports this file and runs each check with small ``reps``
+(``mvt_pipeline_tests/stats/test_calibration.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mvt_pipeline.stats import (  # noqa: E402
+    analyze_cells, mde_factorial, power_factorial, segment_effects, sequential_ci, srm_test,
+)
+
+SEED = 20240613
+
+
+def _grid(levels):
+    return list(itertools.product(*levels.values()))
+
+
+def _frame(levels, cells, n, s, ss, extra=None):
+    df = pd.DataFrame(cells, columns=list(levels))
+    df["n"], df["sum"], df["sum_sq"] = n, s, ss
+    for k, v in (extra or {}).items():
+        df[k] = v
+    return df
+
+
+def _marginal_truth(levels, mu: dict, term, combo):
+    """Definition: equal-weight average over the other factors of the alternating cell sum."""
+    names = list(levels)
+    control = {f: levels[f][0] for f in names}
+    others = [f for f in names if f not in term]
+    n_other = int(np.prod([len(levels[f]) for f in others])) if others else 1
+    tot = 0.0
+    for cell in _grid(levels):
+        g = dict(zip(names, cell))
+        w = 1.0
+        for f, l in zip(term, combo):
+            w *= 1.0 if g[f] == l else (-1.0 if g[f] == control[f] else 0.0)
+        tot += w * mu[cell]
+    return tot / n_other
+
+
+# --------------------------------------------------------------------------- coverage
+def coverage(reps: int, seed: int = SEED) -> pd.DataFrame:
+    """95% CI coverage of every main effect and interaction of a 2x3 factorial with unequal,
+    random cell sizes and a skewed, heteroskedastic (log-normal) outcome; robust and pooled."""
+    rng = np.random.default_rng(seed)
+    levels = {"A": ["a0", "a1"], "B": ["b0", "b1", "b2"]}
+    cells = _grid(levels)
+    loc = {c: 0.1 * i for i, c in enumerate(cells)}
+    scale = {c: 0.5 + 0.1 * i for i, c in enumerate(cells)}
+    mu = {c: float(np.exp(loc[c] + scale[c] ** 2 / 2)) for c in cells}
+    truth = {}
+    for term in [("A",), ("B",), ("A", "B")]:
+        for combo in itertools.product(*(levels[f][1:] for f in term)):
+            truth[(":".join(term), ":".join(combo))] = _marginal_truth(levels, mu, term, combo)
+    hits = {se: {k: 0 for k in truth} for se in ("robust", "pooled")}
+    for _ in range(reps):
+        n = rng.integers(150, 400, len(cells))
+        s, ss = np.empty(len(cells)), np.empty(len(cells))
+        for i, c in enumerate(cells):
+            y = rng.lognormal(loc[c], scale[c], n[i])
+            s[i], ss[i] = y.sum(), (y * y).sum()
+        df = _frame(levels, cells, n, s, ss)
+        for se in hits:
+            eff = analyze_cells(df, levels, se=se).effects
+            for r in eff.itertuples():
+                t = truth[(r.term, r.level)]
+                hits[se][(r.term, r.level)] += r.ci_low <= t <= r.ci_high
+    rows = [
+        {"se": se, "term": k[0], "level": k[1], "coverage": v / reps, "reps": reps}
+        for se, d in hits.items() for k, v in d.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- sequential A/A
+def aa_sequential(reps: int, looks: int = 14, daily_per_cell: int = 150, seed: int = SEED + 1) -> pd.DataFrame:
+    """A/A 2x2 on a skewed metric, analysed every night on cumulative sums: share of
+    experiments where an effect's interval excludes 0 on at least one night, for the
+    asymptotic CS (N* = planned 14-day sample) and for fixed-horizon 95% intervals."""
+    rng = np.random.default_rng(seed)
+    levels = {"A": ["a0", "a1"], "B": ["b0", "b1"]}
+    cells = _grid(levels)
+    k = len(cells)
+    n_star = looks * daily_per_cell * k
+    any_hit = {m: np.zeros(3, dtype=int) for m in ("asymptotic_cs", "fixed")}
+    family = {m: 0 for m in any_hit}
+    last_night = {m: np.zeros(3, dtype=int) for m in any_hit}
+    for _ in range(reps):
+        y = rng.exponential(1.0, (looks, k, daily_per_cell))
+        s, ss = np.cumsum(y.sum(axis=2), axis=0), np.cumsum((y * y).sum(axis=2), axis=0)
+        ever = {m: np.zeros(3, dtype=bool) for m in any_hit}
+        for d in range(looks):
+            n = np.full(k, (d + 1) * daily_per_cell)
+            eff = analyze_cells(_frame(levels, cells, n, s[d], ss[d]), levels).effects
+            for m in any_hit:
+                lo, hi = sequential_ci(eff["estimate"].to_numpy(), eff["std_error"].to_numpy(), n.sum(), n_star=n_star, method=m)
+                rej = (lo > 0) | (hi < 0)
+                ever[m] |= rej
+                if d == looks - 1:
+                    last_night[m] += rej
+        for m in any_hit:
+            any_hit[m] += ever[m]
+            family[m] += bool(ever[m].any())
+    rows = []
+    for m in any_hit:
+        for j, name in enumerate(["A", "B", "A:B"]):
+            rows.append({"method": m, "effect": name, "fpr_any_look": any_hit[m][j] / reps,
+                         "fpr_last_look": last_night[m][j] / reps, "reps": reps, "looks": looks})
+        rows.append({"method": m, "effect": "any of the 3", "fpr_any_look": family[m] / reps,
+                     "fpr_last_look": np.nan, "reps": reps, "looks": looks})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- CUPED
+def cuped_reduction(reps: int, rhos=(0.3, 0.5, 0.7, 0.9), n_per_cell: int = 400, seed: int = SEED + 2) -> pd.DataFrame:
+    """Variance of the A main effect with vs without the pre-period covariate, (x, y)
+    bivariate normal with correlation rho: ratio should be ~ 1 - rho^2."""
+    rng = np.random.default_rng(seed)
+    levels = {"A": ["a0", "a1"], "B": ["b0", "b1"]}
+    cells = _grid(levels)
+    k = len(cells)
+    rows = []
+    for rho in rhos:
+        plain, adj, se2_plain, se2_adj, vr = [], [], [], [], []
+        for _ in range(reps):
+            x = rng.standard_normal((k, n_per_cell))
+            y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((k, n_per_cell)) + 0.1 * np.arange(k)[:, None]
+            n = np.full(k, n_per_cell)
+            df = _frame(levels, cells, n, y.sum(1), (y * y).sum(1),
+                        {"cov_sum": x.sum(1), "cov_sum_sq": (x * x).sum(1), "cross_sum": (x * y).sum(1)})
+            r0 = analyze_cells(df, levels).effects.iloc[0]
+            res = analyze_cells(df, levels, covariate=True)
+            r1 = res.effects.iloc[0]
+            plain.append(r0.estimate), adj.append(r1.estimate)
+            se2_plain.append(r0.std_error**2), se2_adj.append(r1.std_error**2)
+            vr.append(res.cuped["variance_reduction"])
+        rows.append({
+            "rho": rho, "expected_ratio": 1 - rho**2,
+            "empirical_var_ratio": np.var(adj, ddof=1) / np.var(plain, ddof=1),
+            "reported_se2_ratio": np.mean(se2_adj) / np.mean(se2_plain),
+            "reported_variance_reduction": float(np.mean(vr)), "reps": reps,
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- power
+def power_check(reps: int, seed: int = SEED + 3) -> pd.DataFrame:
+    """Rejection rate of analyze_cells (robust, alpha 0.05) vs power_factorial on a 2x2x3
+    design with equal allocation, for a main effect and a 2-way interaction."""
+    rng = np.random.default_rng(seed)
+    levels = {"A": ["a0", "a1"], "B": ["b0", "b1"], "C": ["c0", "c1", "c2"]}
+    cells = _grid(levels)
+    k, n_total, sd = len(cells), 2400, 1.0
+    m = n_total // k
+    rows = []
+    for term, target in [("main", 0.8), ("main", 0.5), ("interaction2", 0.8)]:
+        if term == "main":  # A main effect: shift A=a1 cells by delta
+            delta = mde_factorial(levels, n_total, sd, power=target, term="A")
+            shift = np.array([delta if c[0] == "a1" else 0.0 for c in cells])
+            pick = ("A", "a1")
+            planned = power_factorial(levels, n_total, delta, sd, term="A")
+        else:  # A:B interaction: difference of differences = delta
+            delta = mde_factorial(levels, n_total, sd, power=target, term="A:B")
+            shift = np.array([delta if c[:2] == ("a1", "b1") else 0.0 for c in cells])
+            pick = ("A:B", "a1:b1")
+            planned = power_factorial(levels, n_total, delta, sd, term="A:B")
+        hits = 0
+        for _ in range(reps):
+            y = rng.standard_normal((k, m)) * sd + shift[:, None]
+            eff = analyze_cells(_frame(levels, cells, np.full(k, m), y.sum(1), (y * y).sum(1)), levels, max_order=2).effects
+            r = eff[(eff.term == pick[0]) & (eff.level == pick[1])].iloc[0]
+            hits += r.p_value < 0.05
+        rows.append({"term": pick[0], "effect": delta, "planned_power": planned,
+                     "simulated_power": hits / reps, "reps": reps})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- HTE
+def hte_check(reps: int, n_seg: int = 5, n_per_cell: int = 200, seed: int = SEED + 4) -> pd.DataFrame:
+    """Cochran's Q (via segment_effects) on a 2x2 per segment: rejection rate at 0.05 with a
+    common effect (level) and with one segment's A effect shifted by delta (power), delta
+    set so the noncentral chi-square power of Q is 0.8 (computed here, independently)."""
+    rng = np.random.default_rng(seed)
+    levels = {"A": ["a0", "a1"], "B": ["b0", "b1"]}
+    cells = _grid(levels)
+    k = len(cells)
+    se_a = np.sqrt(4.0 / (k * n_per_cell))  # SE of A's main effect per segment, sd = 1
+    df_q, crit = n_seg - 1, stats.chi2.ppf(0.95, n_seg - 1)
+    # one segment shifted by delta: lambda = sum w (theta - mean)^2 = (delta/se)^2 (1 - 1/n_seg)
+    ncp = optimize.brentq(lambda l: stats.ncx2.sf(crit, df_q, l) - 0.8, 1e-6, 100)
+    delta = np.sqrt(ncp / (1 - 1 / n_seg)) * se_a
+    rows = []
+    for label, seg_shift in [("no heterogeneity", 0.0), ("one segment shifted", delta)]:
+        rej, rej_seg = 0, 0
+        for _ in range(reps):
+            parts = []
+            for sgi in range(n_seg):
+                eff_a = 0.1 + (seg_shift if sgi == n_seg - 1 else 0.0)
+                shift = np.array([eff_a if c[0] == "a1" else 0.0 for c in cells])
+                y = rng.standard_normal((k, n_per_cell)) + shift[:, None]
+                parts.append(_frame(levels, cells, np.full(k, n_per_cell), y.sum(1), (y * y).sum(1), {"segment": f"s{sgi}"}))
+            res = segment_effects(pd.concat(parts, ignore_index=True), levels, "segment", min_cell_units=1)
+            h = res.heterogeneity
+            rej += h.loc[h.term == "A", "p_value"].iloc[0] < 0.05
+            rej_seg += h.loc[h.term == "B", "p_value"].iloc[0] < 0.05
+        rows.append({"scenario": label, "designed": 0.05 if seg_shift == 0 else 0.8,
+                     "q_reject_rate_A": rej / reps, "q_reject_rate_B_null": rej_seg / reps,
+                     "delta": seg_shift, "reps": reps})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- SRM re-run nightly
+def srm_nightly(reps: int, cells: int = 16, nights=(14, 30), daily_per_cell: int = 1000, seed: int = SEED + 5) -> pd.DataFrame:
+    """Healthy experiments (true allocation = plan) checked every night on cumulative counts
+    with srm_test at p < 0.001: how often does at least one night raise a false SRM?"""
+    rng = np.random.default_rng(seed)
+    w = np.full(cells, 1.0 / cells)
+    rows = []
+    for horizon in nights:
+        ever = last = 0
+        for _ in range(reps):
+            counts = rng.multinomial(daily_per_cell * cells, w, size=horizon).cumsum(axis=0)
+            flags = [srm_test(c, w).flagged for c in counts]
+            ever += any(flags)
+            last += flags[-1]
+        rows.append({"cells": cells, "nights": horizon, "false_flag_any_night": ever / reps,
+                     "false_flag_last_night": last / reps, "bonferroni_bound": min(1.0, horizon * 0.001), "reps": reps})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small replication counts (as in the tests)")
+    ap.add_argument("--only", nargs="*", help="run only these checks (function names)")
+    args = ap.parse_args(argv)
+    r = (lambda full, quick: quick if args.quick else full)
+    pd.set_option("display.width", 160)
+    for name, fn, reps in [
+        ("coverage", coverage, r(4000, 300)),
+        ("aa_sequential", aa_sequential, r(2000, 150)),
+        ("cuped_reduction", cuped_reduction, r(2000, 200)),
+        ("power_check", power_check, r(3000, 400)),
+        ("hte_check", hte_check, r(2000, 200)),
+        ("srm_nightly", srm_nightly, r(20000, 500)),
+    ]:
+        if args.only and name not in args.only:
+            continue
+        t = time.perf_counter()
+        out = fn(reps)
+        print(f"\n## {name} (reps={reps}, seed={SEED}, {time.perf_counter() - t:.0f} s)\n")
+        print(out.to_markdown(index=False, floatfmt=".4f"))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
