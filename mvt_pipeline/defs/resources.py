@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -29,6 +30,10 @@ def build_resources() -> dict:
     s = settings()
     s.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
-        "duckdb": DuckDBResource(database=str(s.duckdb_path)),
+        # Bounded memory with spill to disk: large nights slow down instead of running out of RAM.
+        "duckdb": DuckDBResource(database=str(s.duckdb_path), connection_config={
+            "memory_limit": os.environ.get("MVT_DUCKDB_MEMORY_LIMIT", "4GB"),
+            "temp_directory": str(s.duckdb_path.parent / "duckdb_tmp"),
+        }),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
     }

@@ -13,7 +13,7 @@ from .warehouse_io import as_of_date, replace_rows
 
 @dg.asset(
     group_name="analysis",
-    deps=["agg_cell_stats", "dq_assignment"],
+    deps=["agg_cell_stats", "dq_assignment", "dq_daily"],
     check_specs=[
         dg.AssetCheckSpec("srm_check", asset="factorial_effects",
                           description="Chi-square of units per cell vs planned allocation, p < 0.001 fails (DESIGN 5a)."),

@@ -4,34 +4,60 @@ from dagster_duckdb import DuckDBResource
 from ...config import settings
 from ...ingest import ingest_partition
 from ...quality.gx_runner import run_suite
-from ...quality.telemetry_suite import SUITE_NAME, build_telemetry_suite
+from ...quality.metric_suites import SUITE_BOUNDS, save_validation, validate_metric
+from ...quality.telemetry_metrics import Thresholds, all_metrics
+from ...quality.telemetry_suite import SUITE_NAME, build_telemetry_suite, sample_sql
 from ...registry import load_registry
 from ..partitions import daily_partitions
 from ..resources import WAREHOUSE_POOL
 
-GX_SAMPLE_ROWS = 200_000
-QUARANTINE_WARN_RATE = 0.01
+# metric name -> check description; blocking ones stop the night's analysis at ERROR.
+METRIC_CHECKS = {
+    "loss_rate": "Provisional event loss from seq gaps per source (late events of the day may still "
+                 "arrive, so it only warns); the blocking gate is dq_daily's loss_rate_matured.",
+    "lag_p95": "P95 of received_at - ts; WARN above 5 min, ERROR above 1 h.",
+    "quarantine_rate": "Share of lines quarantined; WARN above 1%, ERROR above 10%.",
+    "duplicate_rate": "Share of accepted rows that repeat an event_id; WARN above 5%.",
+    "bot_share": "Share of units that look like bots; WARN above 5%.",
+    "volume_change": "Accepted rows vs the trailing 7-day mean; WARN beyond +-50%.",
+    "pii_found": "PII values found (and redacted) by kind; WARN when any.",
+}
+
+
+# Blocking here: a day that is mostly garbage. Loss cannot be judged on the day it arrives (its late
+# events would count as lost: dq_daily's loss_rate_matured is the gate), and high lag means late data,
+# not bad data: both are reported at ERROR severity (and alerted) without stopping the night.
+NON_BLOCKING_AT_INGESTION = {"loss_rate", "lag_p95"}
+
+
+def _blocking(name: str) -> bool:
+    return name in SUITE_BOUNDS and SUITE_BOUNDS[name][2] and name not in NON_BLOCKING_AT_INGESTION
+
 
 CHECKS = [
     dg.AssetCheckSpec("row_accounting", asset="raw_events", blocking=True,
                       description="Every file: lines read = rows accepted + rows quarantined."),
     dg.AssetCheckSpec("gx_telemetry_schema", asset="raw_events", blocking=True,
                       description="Great Expectations suite: required fields, enums, ranges, registry ids."),
-    dg.AssetCheckSpec("quarantine_rate", asset="raw_events",
-                      description=f"WARN when more than {QUARANTINE_WARN_RATE:.0%} of lines are quarantined."),
-]
+] + [dg.AssetCheckSpec(name, asset="raw_events", blocking=_blocking(name), description=text)
+     for name, text in METRIC_CHECKS.items()]
 
 
-def _gx_sample(conn, partition: str):
-    return conn.execute(
-        f"""
-        select event_id, event_type, ts, unit_id, experiment_id, seq, pii_redactions,
-               date_diff('millisecond', ts, received_at) / 1000.0 as lag_seconds
-        from raw.events where dt = ?::date
-        using sample reservoir({GX_SAMPLE_ROWS} rows) repeatable (7)
-        """,
-        [partition],
-    ).df()
+class IngestConfig(dg.Config):
+    """Run-time knobs (Launchpad): re-ingest unchanged files, and the data-quality thresholds."""
+
+    force: bool = False
+    loss_error: float = 0.01
+    lag_p95_warn_s: float = 300.0
+    lag_p95_error_s: float = 3600.0
+    duplicate_warn: float = 0.05
+    bot_share_warn: float = 0.05
+    quarantine_warn: float = 0.01
+    quarantine_error: float = 0.10
+    volume_change_warn: float = 0.50
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(**{k: v for k, v in self.model_dump().items() if k != "force"})
 
 
 @dg.asset(
@@ -42,69 +68,70 @@ def _gx_sample(conn, partition: str):
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
 )
-def raw_events(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+def raw_events(context: dg.AssetExecutionContext, config: IngestConfig, duckdb: DuckDBResource):
     """One day of raw dumps (`raw/<source>/dt=<day>/`) into `raw.events`; unusable lines go to
-    `raw.quarantine` with a reason. Re-materializing a day replaces it."""
+    `raw.quarantine` with a reason. Re-materializing a day replaces it; unchanged files are a no-op."""
     partition = context.partition_key
     s = settings()
     registry = load_registry(s.registry_dir)
+    thresholds = config.thresholds()
     with duckdb.get_connection() as conn:
-        summary = ingest_partition(conn, s.raw_dir, partition, registry)
-        reasons = conn.execute(
-            "select reason, count(*) n from raw.quarantine where dt = ?::date group by 1 order by 2 desc",
-            [partition],
-        ).fetchall()
-        sample = _gx_sample(conn, partition) if summary.rows_accepted else None
-        if sample is not None:
-            outcome = run_suite(sample, build_telemetry_suite(registry))
-            conn.execute("create schema if not exists analysis")
-            conn.execute(
-                "create table if not exists analysis.gx_validations (dt date, suite varchar, success boolean,"
-                " evaluated integer, failed integer, result json, validated_at timestamp)"
-            )
-            conn.execute("delete from analysis.gx_validations where dt = ?::date and suite = ?", [partition, SUITE_NAME])
-            conn.execute(
-                "insert into analysis.gx_validations values (?::date, ?, ?, ?, ?, ?, now()::timestamp)",
-                [partition, SUITE_NAME, outcome.success, outcome.evaluated, len(outcome.failed), outcome.result_json],
-            )
-    for bad in summary.unreadable_files:
-        context.log.warning(f"unreadable file quarantined whole: {bad.path}: {bad.error}")
-    context.log.info(
-        f"{partition}: {len(summary.files)} files, {summary.rows_read} lines, {summary.rows_accepted} accepted, "
-        f"{summary.rows_quarantined} quarantined, {summary.pii_redactions} PII values redacted"
-    )
-    quarantine_rate = summary.rows_quarantined / summary.rows_read if summary.rows_read else 0.0
+        summary = ingest_partition(conn, s.raw_dir, partition, registry, force=config.force)
+        metrics = all_metrics(conn, partition, thresholds)
+        outcomes = {}
+        for name, metric in metrics.items():
+            outcome = validate_metric(metric, thresholds)
+            if outcome is not None:
+                save_validation(conn, partition, f"telemetry_{name}", outcome)
+            outcomes[name] = outcome
+        sample = conn.execute(sample_sql(), [partition]).df()
+        schema = run_suite(sample, build_telemetry_suite(registry)) if len(sample) else None
+        if schema is not None:
+            save_validation(conn, partition, SUITE_NAME, schema)
+    for warning in summary.warnings:
+        context.log.warning(warning)
+    if summary.skipped_unchanged:
+        context.log.info(f"{partition}: every file unchanged since the last ingestion: nothing re-read")
+    else:
+        context.log.info(
+            f"{partition}: {len(summary.files)} files, {summary.rows_read} lines, {summary.rows_accepted} accepted, "
+            f"{summary.rows_quarantined} quarantined, {summary.pii_redactions} PII values redacted")
     yield dg.MaterializeResult(metadata={
         "files": len(summary.files),
+        "skipped_unchanged": summary.skipped_unchanged,
         "rows_read": summary.rows_read,
         "rows_accepted": summary.rows_accepted,
         "rows_quarantined": summary.rows_quarantined,
-        "quarantine_rate": quarantine_rate,
-        "pii_redactions": summary.pii_redactions,
-        "quarantine_reasons": dg.MetadataValue.json({r: n for r, n in reasons}),
+        "quarantine_reasons": dg.MetadataValue.json(summary.reasons),
+        "pii_redacted_by_kind": dg.MetadataValue.json(summary.pii_by_kind),
+        "loss_rate": metrics["loss_rate"].value,
+        "lag_p95_s": metrics["lag_p95"].value,
     })
 
-    mismatched = [f.path for f in summary.files if f.rows_read != f.rows_accepted + f.rows_quarantined]
     yield dg.AssetCheckResult(
-        check_name="row_accounting", passed=not mismatched,
-        severity=dg.AssetCheckSeverity.ERROR,
+        check_name="row_accounting", passed=not summary.mismatched_files, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"files": len(summary.files), "rows_read": summary.rows_read,
                   "rows_accepted": summary.rows_accepted, "rows_quarantined": summary.rows_quarantined,
-                  "mismatched_files": dg.MetadataValue.json(mismatched)},
+                  "mismatched_files": dg.MetadataValue.json(summary.mismatched_files)},
     )
-    if sample is None:
-        yield dg.AssetCheckResult(check_name="gx_telemetry_schema", passed=True,
-                                  metadata={"note": "no accepted rows in this partition"})
-    else:
-        yield dg.AssetCheckResult(
-            check_name="gx_telemetry_schema", passed=outcome.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"suite": SUITE_NAME, "rows_validated": len(sample),
-                      "expectations": outcome.evaluated, "failed": dg.MetadataValue.json(outcome.failed)},
-        )
     yield dg.AssetCheckResult(
-        check_name="quarantine_rate", passed=quarantine_rate <= QUARANTINE_WARN_RATE,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"quarantine_rate": quarantine_rate,
-                  "reasons": dg.MetadataValue.json({r: n for r, n in reasons})},
+        check_name="gx_telemetry_schema", passed=schema is None or schema.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"suite": SUITE_NAME, "rows_validated": len(sample),
+                  "expectations": schema.evaluated if schema else 0,
+                  "failed": dg.MetadataValue.json(schema.failed if schema else [])},
     )
+    for name, metric in metrics.items():
+        outcome = outcomes.get(name)
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=metric.status == "OK",
+            severity=dg.AssetCheckSeverity.ERROR if metric.status == "ERROR" else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "value": metric.value,
+                "status": metric.status,
+                "per_source": dg.MetadataValue.json(metric.per_source),
+                "details": dg.MetadataValue.json(metric.details),
+                "gx_failed": dg.MetadataValue.json(outcome.failed if outcome else []),
+            },
+        )
