@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
         config = SimulationConfig(users=args.users, days=args.days, seed=args.seed,
                                   start_date=dt.date.fromisoformat(args.start_date),
-                                  faults=Faults.demo(), truth=default_truth(registry))
+                                  # 0.5% loss: below the 1% gate, so the sample night is analysed
+                                  faults=Faults.demo().model_copy(update={"loss_rate": 0.005}),
+                                  truth=default_truth(registry))
         simulate(registry, config, s.data_dir)
 
     import dagster as dg

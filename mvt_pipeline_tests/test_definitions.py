@@ -12,7 +12,7 @@ from .conftest import PROJECT_ROOT
 EXPECTED_ASSETS = {
     "experiment_registry", "raw_events", "stg_events", "stg_exposure_factors", "fct_exposures",
     "fct_outcomes", "fct_unit_metrics", "agg_cell_stats", "dq_assignment", "factorial_effects",
-    "decision_reports", "stale_flag_audit", "dq_daily", "agg_cell_quantiles",
+    "decision_reports", "stale_flag_audit", "dq_daily", "agg_cell_quantiles", "hte_effects",
 }
 EXPECTED_PARENTS = {
     "raw_events": {"experiment_registry"},

@@ -7,6 +7,8 @@ Rules in order (the first that fires sets the label; every finding is kept as a 
 3. A cell has fewer analysable units than `min_units_per_cell` -> "keep running: not enough data".
 4. A primary main effect has q < alpha in the harmful direction -> "do not ship".
 5. Primary main effects with q < alpha in the good direction -> "ship: factor=level, ...".
+p and q are the always-valid (sequential) ones unless the experiment sets decision_basis: fixed,
+because the decision is re-taken every night.
 6. Otherwise "keep running" (or "conclude: no detectable effect" past the end date).
 """
 
@@ -23,18 +25,26 @@ def _direction_sign(registry: Registry, metric: str) -> int:
     return 1 if registry.metric(metric).direction == "higher" else -1
 
 
+def _columns(experiment: Experiment) -> tuple[str, str]:
+    """(p, q) columns the decision uses: always-valid ones unless the registry asks for fixed."""
+    return ("seq_p_value", "seq_q_value") if experiment.decision_basis == "sequential" else ("p_value", "q_value")
+
+
 def guardrail_breaches(registry: Registry, effects: pd.DataFrame) -> pd.DataFrame:
     """Guardrail main effects that are significantly worse (p < the experiment's alpha, in the
-    metric's harmful direction)."""
+    metric's harmful direction), on the experiment's decision basis (sequential by default)."""
     if effects.empty:
         return effects
     rows = effects[(effects["metric_role"] == "guardrail") & (effects["status"] == "ok")
                    & ~effects["term"].astype(str).str.contains(":")]
-    alphas = {e.id: e.alpha for e in registry.experiments}
-    harmful = [
-        _direction_sign(registry, r.metric) * r.estimate < 0 and r.p_value < alphas.get(r.experiment_id, 0.05)
-        for r in rows.itertuples()
-    ]
+    experiments = {e.id: e for e in registry.experiments}
+    harmful = []
+    for r in rows.to_dict("records"):
+        exp = experiments.get(r["experiment_id"])
+        p_col = _columns(exp)[0] if exp else "p_value"
+        p = r.get(p_col, r["p_value"])
+        harmful.append(_direction_sign(registry, r["metric"]) * r["estimate"] < 0
+                       and p < (exp.alpha if exp else 0.05))
     return rows[harmful] if len(rows) else rows
 
 
@@ -62,14 +72,17 @@ def decide(experiment: Experiment, registry: Registry, effects: pd.DataFrame,
         label = label or "keep running: not enough data"
 
     primary = mains[mains["metric_role"] == "primary"]
+    q_col = _columns(experiment)[1]
+    if q_col not in primary:
+        q_col = "q_value"
     winners, losers = [], []
     for _, row in primary.iterrows():
-        if pd.notna(row["q_value"]) and row["q_value"] < alpha:
+        if pd.notna(row[q_col]) and row[q_col] < alpha:
             good = _direction_sign(registry, row["metric"]) * row["estimate"] > 0
             (winners if good else losers).append(f"{row['term']}={row['level']}")
             reasons.append(f"{row['metric']}: {row['term']}={row['level']} "
                            f"{'improves' if good else 'hurts'} it "
-                           f"(estimate {row['estimate']:.4g}, q = {row['q_value']:.2g}).")
+                           f"(estimate {row['estimate']:.4g}, {q_col.replace('_value', '')} = {row[q_col]:.2g}).")
     if losers:
         label = label or "do not ship: " + ", ".join(losers)
     if winners:
@@ -77,5 +90,6 @@ def decide(experiment: Experiment, registry: Registry, effects: pd.DataFrame,
     if label is None:
         past_end = experiment.end_date is not None and today > experiment.end_date
         label = "conclude: no detectable effect" if past_end else "keep running"
-        reasons.append("No primary effect is significant after the Benjamini-Hochberg correction.")
+        reasons.append("No primary effect is significant after the Benjamini-Hochberg correction"
+                       + (" (always-valid p-values)." if q_col == "seq_q_value" else "."))
     return {"experiment_id": experiment.id, "label": label, "reasons": reasons}

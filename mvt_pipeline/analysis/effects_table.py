@@ -8,18 +8,22 @@ import numpy as np
 import pandas as pd
 
 from ..registry import Experiment, Registry
-from ..stats import COVARIATE_COLUMNS, RATIO_COLUMNS, analyze_cells, analyze_ratio_cells, benjamini_hochberg
+from ..stats import (
+    COVARIATE_COLUMNS, QUANTILE_COLUMNS, RATIO_COLUMNS, add_sequential, analyze_cells, analyze_quantile_cells,
+    analyze_ratio_cells, benjamini_hochberg,
+)
 from .cells import split_cell_ids
 
 EFFECT_COLUMNS = [
     "experiment_id", "metric", "metric_role", "metric_kind", "term", "level", "aliases",
     "estimate", "std_error", "ci_low", "ci_high", "p_value", "q_value",
+    "seq_ci_low", "seq_ci_high", "seq_p_value", "seq_q_value", "n_star",
     "control_mean", "rel_lift", "rel_ci_low", "rel_ci_high", "rel_p_value",
     "n_units", "se_type", "cuped", "variance_reduction", "pre_imbalance_p", "status",
 ]
 
 MEAN_KINDS = {"binary", "continuous", "count"}
-SUPPORTED_KINDS = MEAN_KINDS | {"ratio"}
+SUPPORTED_KINDS = MEAN_KINDS | {"ratio", "quantile"}
 
 
 def _status_row(experiment: Experiment, metric: str, role: str, kind: str, status: str) -> dict:
@@ -30,14 +34,19 @@ def _status_row(experiment: Experiment, metric: str, role: str, kind: str, statu
 
 
 def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: pd.DataFrame,
-                       se: str = "robust") -> pd.DataFrame:
-    """Effects of one experiment; `cell_stats` are its overall `agg_cell_stats` rows."""
+                       se: str = "robust", quantile_stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Effects of one experiment; `cell_stats` are its overall `agg_cell_stats` rows and
+    `quantile_stats` its `agg_cell_quantiles` rows (quantile metrics)."""
     frames = []
     factors = {f.name: list(f.levels) for f in experiment.factors}
     control = {f.name: f.control for f in experiment.factors}
     for metric_name, role in experiment.metrics.by_role():
         metric = registry.metric(metric_name)
-        rows = cell_stats[cell_stats["metric"] == metric_name]
+        if metric.kind == "quantile":
+            source = quantile_stats if quantile_stats is not None else pd.DataFrame(columns=["metric", "n_units"])
+        else:
+            source = cell_stats
+        rows = source[source["metric"] == metric_name]
         if metric.kind not in SUPPORTED_KINDS:
             frames.append(pd.DataFrame([_status_row(
                 experiment, metric_name, role, metric.kind,
@@ -52,7 +61,11 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
                       codes=experiment.factor_codes(), alpha=experiment.alpha)
         levels = split_cell_ids(rows["cell_id"], experiment)
         try:
-            if metric.kind == "ratio":
+            if metric.kind == "quantile":
+                stats = rows[list(QUANTILE_COLUMNS[1:])].astype(float).assign(n=rows["n_units"].astype(float))
+                result = analyze_quantile_cells(pd.concat([levels, stats], axis=1), factors, **design)
+                used_se = "delta-quantile"
+            elif metric.kind == "ratio":
                 stats = rows[list(RATIO_COLUMNS)].astype(float).assign(n=rows["n_units"].astype(float))
                 result = analyze_ratio_cells(pd.concat([levels, stats], axis=1), factors, **design)
                 used_se = "delta"
@@ -64,7 +77,9 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
             frames.append(pd.DataFrame([_status_row(experiment, metric_name, role, metric.kind,
                                                     f"not analysed: {exc}")]))
             continue
-        eff = result.effects.copy()
+        n_star = experiment.planned_units or result.n_total
+        eff = add_sequential(result.effects, n=result.n_total, n_star=n_star, alpha=experiment.alpha)
+        eff["n_star"] = n_star
         cuped = getattr(result, "cuped", None)
         eff["cuped"] = cuped is not None
         eff["variance_reduction"] = cuped["variance_reduction"] if cuped else np.nan
@@ -98,24 +113,28 @@ def _family_q_values(effects: pd.DataFrame) -> pd.DataFrame:
     """BH across effects x metrics within the primary family and within the secondary family;
     guardrails are judged on their own p-values."""
     effects = effects.copy()
-    effects["q_value"] = np.nan
-    for role in ("primary", "secondary"):
-        mask = (effects["metric_role"] == role) & effects["p_value"].notna()
-        if mask.any():
-            effects.loc[mask, "q_value"] = benjamini_hochberg(effects.loc[mask, "p_value"].to_numpy())
-    guard = (effects["metric_role"] == "guardrail") & effects["p_value"].notna()
-    effects.loc[guard, "q_value"] = effects.loc[guard, "p_value"]
+    for p_col, q_col in (("p_value", "q_value"), ("seq_p_value", "seq_q_value")):
+        effects[q_col] = np.nan
+        for role in ("primary", "secondary"):
+            mask = (effects["metric_role"] == role) & effects[p_col].notna()
+            if mask.any():
+                effects.loc[mask, q_col] = benjamini_hochberg(effects.loc[mask, p_col].to_numpy())
+        guard = (effects["metric_role"] == "guardrail") & effects[p_col].notna()
+        effects.loc[guard, q_col] = effects.loc[guard, p_col]
     return effects
 
 
-def all_effects(registry: Registry, agg_cell_stats: pd.DataFrame, se: str = "robust") -> pd.DataFrame:
+def all_effects(registry: Registry, agg_cell_stats: pd.DataFrame, se: str = "robust",
+                agg_cell_quantiles: pd.DataFrame | None = None) -> pd.DataFrame:
     overall = agg_cell_stats[agg_cell_stats["segment"] == "overall"]
     frames = []
     for experiment in registry.experiments:
         if experiment.status == "draft":
             continue
         stats = overall[overall["experiment_id"] == experiment.id]
-        frames.append(experiment_effects(experiment, registry, stats, se=se))
+        quantiles = (agg_cell_quantiles[agg_cell_quantiles["experiment_id"] == experiment.id]
+                     if agg_cell_quantiles is not None else None)
+        frames.append(experiment_effects(experiment, registry, stats, se=se, quantile_stats=quantiles))
     if not frames:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
     return pd.concat(frames, ignore_index=True)

@@ -6,6 +6,7 @@ from .alert_sensors import check_failure_alerts, run_failure_alerts
 from .assets.analysis import factorial_effects
 from .assets.audit import stale_flag_audit
 from .assets.dbt_models import mvt_dbt_models
+from .assets.hte import hte_effects
 from .assets.ingestion import raw_events
 from .assets.quality_gates import loss_rate_matured
 from .assets.registry import experiment_registry
@@ -14,7 +15,8 @@ from .jobs import ingest_job, nightly_job, nightly_schedule
 from .resources import build_resources
 from .sensors import raw_dump_sensor
 
-ASSETS = [experiment_registry, raw_events, mvt_dbt_models, factorial_effects, decision_reports, stale_flag_audit]
+ASSETS = [experiment_registry, raw_events, mvt_dbt_models, factorial_effects, hte_effects, decision_reports,
+          stale_flag_audit]
 
 
 def build_defs() -> dg.Definitions:

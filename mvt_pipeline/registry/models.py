@@ -109,6 +109,12 @@ class Experiment(_Strict):
     segments: list[str] = Field(default_factory=list)
     flip_policy: Literal["exclude", "first_cell"] = "exclude"
     min_units_per_cell: int = Field(default=150, ge=1)
+    # Planned total units: the tuning point N* of the always-valid confidence sequences. Fixed for
+    # the experiment's life; without it N* falls back to tonight's units (valid per look only).
+    planned_units: int | None = Field(default=None, ge=2)
+    # What decisions use: always-valid (sequential) p-values, safe under nightly peeking, or
+    # fixed-horizon ones (only valid if you look once, at the planned end).
+    decision_basis: Literal["sequential", "fixed"] = "sequential"
 
     @model_validator(mode="after")
     def _consistent(self) -> "Experiment":

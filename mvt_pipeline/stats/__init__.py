@@ -21,6 +21,7 @@ from .hte import HETEROGENEITY_COLUMNS, SEGMENT_COLUMNS, HTEResult, cochran_q, e
 from .multiplicity import benjamini_hochberg, holm
 from .power import contrast_std_errors, mde_factorial, power_factorial, required_days, required_units
 from .ratio import RATIO_COLUMNS, analyze_ratio_cells
+from .quantile import QUANTILE_COLUMNS, analyze_quantile_cells
 from .sequential import SEQUENTIAL_COLUMNS, add_sequential, cs_multiplier, sequential_ci, sequential_p_value
 from .srm import SRMResult, srm_margins, srm_segments, srm_test
 from .units import analyze_units, unit_cell_stats
@@ -38,7 +39,9 @@ __all__ = [
     "SEGMENT_COLUMNS",
     "SEQUENTIAL_COLUMNS",
     "SRMResult",
+    "QUANTILE_COLUMNS",
     "add_sequential",
+    "analyze_quantile_cells",
     "analyze_cells",
     "analyze_ratio_cells",
     "analyze_units",

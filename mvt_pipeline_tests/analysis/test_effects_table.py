@@ -153,3 +153,26 @@ def test_decision_rules(registry, rows, srm, min_cell, label):
     decision = decide(exp, registry, pd.DataFrame(rows), srm, min_cell, dt.date(2026, 11, 20))
     assert decision["label"] == label
     assert decision["reasons"]
+
+
+def test_sequential_columns_are_wider_and_have_their_own_family(registry):
+    exp = registry.experiment("pricing_abn")
+    rng = np.random.default_rng(17)
+    units = _units(exp, rng, lift={("pricing_banner", "discount"): 0.03})
+    effects = experiment_effects(exp, registry, _agg(units, exp, registry))
+    ok = effects[effects.status == "ok"]
+    assert (ok.seq_ci_low <= ok.ci_low).all() and (ok.seq_ci_high >= ok.ci_high).all()
+    assert (ok.n_star == exp.planned_units).all()
+    primary = ok[ok.metric_role == "primary"]
+    assert np.allclose(primary.seq_q_value, multipletests(primary.seq_p_value, method="fdr_bh")[1], rtol=1e-12)
+
+
+def test_decisions_use_always_valid_p_values_unless_fixed(registry):
+    exp = registry.experiment("checkout_mvt")
+    row = _eff("checkout_conversion", "primary", "cta_color", "green", 0.02, 0.001) | {
+        "seq_p_value": 0.2, "seq_q_value": 0.2}
+    sequential = decide(exp, registry, pd.DataFrame([row]), None, 500, dt.date(2026, 11, 20))
+    fixed = decide(exp.model_copy(update={"decision_basis": "fixed"}), registry, pd.DataFrame([row]), None, 500,
+                   dt.date(2026, 11, 20))
+    assert sequential["label"] == "keep running"
+    assert fixed["label"] == "ship: cta_color=green"

@@ -13,7 +13,7 @@ from .warehouse_io import as_of_date, replace_rows
 
 @dg.asset(
     group_name="analysis",
-    deps=["agg_cell_stats", "dq_assignment", "dq_daily"],
+    deps=["agg_cell_stats", "agg_cell_quantiles", "dq_assignment", "dq_daily"],
     check_specs=[
         dg.AssetCheckSpec("srm_check", asset="factorial_effects",
                           description="Chi-square of units per cell vs planned allocation, p < 0.001 fails (DESIGN 5a)."),
@@ -31,7 +31,8 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
     with duckdb.get_connection() as conn:
         cells = conn.execute("select * from marts.agg_cell_stats where segment = 'overall'").df()
         dq = conn.execute("select * from marts.dq_assignment").df()
-        effects = all_effects(registry, cells)
+        quantiles = conn.execute("select * from marts.agg_cell_quantiles").df()
+        effects = all_effects(registry, cells, agg_cell_quantiles=quantiles)
         srm = all_srm(registry, dq)
         replace_rows(conn, "effects", effects, as_of)
         replace_rows(conn, "srm", srm, as_of)

@@ -20,6 +20,12 @@ def as_of_date(context) -> dt.date:
 
 def replace_rows(conn, table: str, frame: pd.DataFrame, as_of: dt.date) -> None:
     """Write `frame` as the `as_of` night of `analysis.<table>` (history of other nights is kept)."""
+    if len(frame.columns) == 0:  # nothing computed tonight: clear the night, keep the table
+        try:
+            conn.execute(f'delete from analysis."{table}" where as_of = ?', [as_of])
+        except Exception:  # noqa: BLE001 - the table does not exist yet
+            pass
+        return
     frame = frame.copy()
     frame.insert(0, "as_of", pd.Timestamp(as_of).date())
     frame["computed_at"] = pd.Timestamp.now(tz="UTC").tz_localize(None)

@@ -1,0 +1,56 @@
+"""Heterogeneous effects for every experiment x primary/secondary mean metric x registry segment:
+per-segment effects, Cochran's Q heterogeneity, BH across segments and empirical-Bayes shrinkage
+(the engine is `stats.segment_effects`; this module only selects and labels the inputs)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..registry import Registry
+from ..stats import COVARIATE_COLUMNS, segment_effects
+from .cells import split_cell_ids
+from .effects_table import MEAN_KINDS
+
+HTE_LABELS = ["experiment_id", "metric", "metric_role", "segment_variable"]
+
+
+def all_hte(registry: Registry, agg_cell_stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(per-segment effects, heterogeneity tests, {what: why skipped})."""
+    segments, hetero, skipped = [], [], {}
+    for exp in registry.experiments:
+        if exp.status == "draft" or not exp.segments:
+            continue
+        factors = {f.name: list(f.levels) for f in exp.factors}
+        control = {f.name: f.control for f in exp.factors}
+        for metric_name, role in exp.metrics.by_role():
+            if role == "guardrail" or registry.metric(metric_name).kind not in MEAN_KINDS:
+                continue
+            for seg in exp.segments:
+                rows = agg_cell_stats[(agg_cell_stats["experiment_id"] == exp.id)
+                                      & (agg_cell_stats["metric"] == metric_name)
+                                      & (agg_cell_stats["segment"] == seg) & (agg_cell_stats["n"] > 0)]
+                label = f"{exp.id}/{metric_name}/{seg}"
+                if rows.empty:
+                    skipped[label] = "no units yet"
+                    continue
+                frame = pd.concat([split_cell_ids(rows["cell_id"], exp),
+                                   rows[["n", "sum", "sum_sq", *COVARIATE_COLUMNS]].astype(float)], axis=1)
+                frame[seg] = rows["segment_value"].astype(str).to_numpy()
+                try:
+                    result = segment_effects(
+                        frame.drop(columns=list(COVARIATE_COLUMNS)), factors, seg, control=control,
+                        alpha=exp.alpha, generators=exp.design.generators, codes=exp.factor_codes(),
+                        min_cell_units=exp.min_units_per_cell)
+                except ValueError as exc:
+                    skipped[label] = str(exc)
+                    continue
+                for name, reason in result.skipped.items():
+                    skipped[f"{label}={name}"] = reason
+                tags = dict(zip(HTE_LABELS, (exp.id, metric_name, role, seg)))
+                if len(result.segments):
+                    segments.append(result.segments.assign(**tags))
+                if len(result.heterogeneity):
+                    hetero.append(result.heterogeneity.assign(**tags))
+    seg_df = pd.concat(segments, ignore_index=True) if segments else pd.DataFrame()
+    het_df = pd.concat(hetero, ignore_index=True) if hetero else pd.DataFrame()
+    return seg_df, het_df, skipped
