@@ -7,10 +7,20 @@ import json
 import pandas as pd
 
 from ..registry import Registry
-from ..stats import srm_test
-from .cells import planned_cells
+from ..stats import srm_margins, srm_test
+from .cells import planned_cells, split_cell_ids
 
 SRM_ALPHA = 0.001  # DESIGN.md 5a: flag at p < 0.001
+
+
+def _margin_p_values(experiment, cells: list[str], observed: list[int], planned: dict) -> dict[str, float]:
+    """SRM on each factor's margins (a broken flag for one factor can hide in the full table)."""
+    if len(experiment.factors) < 2:
+        return {}
+    frame = split_cell_ids(pd.Series(cells), experiment)
+    frame["n"] = observed
+    frame["weight"] = [planned[c] for c in cells]
+    return {f: float(r.p_value) for f, r in srm_margins(frame, [f.name for f in experiment.factors]).items()}
 
 
 def all_srm(registry: Registry, dq_assignment: pd.DataFrame) -> pd.DataFrame:
@@ -34,11 +44,15 @@ def all_srm(registry: Registry, dq_assignment: pd.DataFrame) -> pd.DataFrame:
             "unexpected_cells": json.dumps(unexpected),
         }
         if total == 0:
-            row.update(chi2=None, df=None, p_value=None, passed=None, status="no exposed units yet")
+            row.update(chi2=None, df=None, p_value=None, margin_p_values=None, passed=None,
+                       status="no exposed units yet")
         else:
             res = srm_test(obs, [planned[c] for c in cells])
+            margins = _margin_p_values(experiment, cells, obs, planned)
+            margins_ok = all(p >= SRM_ALPHA for p in margins.values())
             row.update(chi2=float(res.chi2), df=int(res.df), p_value=float(res.p_value),
-                       passed=bool(res.p_value >= SRM_ALPHA and not unexpected),
+                       margin_p_values=json.dumps(margins),
+                       passed=bool(res.p_value >= SRM_ALPHA and margins_ok and not unexpected),
                        status="ok" if not unexpected else "cells outside the design were exposed")
         rows.append(row)
     return pd.DataFrame(rows)

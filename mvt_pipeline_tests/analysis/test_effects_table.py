@@ -66,6 +66,7 @@ def _agg(df, experiment, registry):
         frame["num_den_sum"] = (df["err"] * df["req"]).groupby(df["cell_id"]).sum()
         frame = frame.reset_index()
         frame["metric"], frame["role"], frame["kind"], frame["segment"] = metric, role, kind, "overall"
+        frame["experiment_id"] = experiment.id
         out.append(frame)
     return pd.concat(out, ignore_index=True)
 
@@ -176,3 +177,33 @@ def test_decisions_use_always_valid_p_values_unless_fixed(registry):
                    dt.date(2026, 11, 20))
     assert sequential["label"] == "keep running"
     assert fixed["label"] == "ship: cta_color=green"
+
+
+def test_srm_margins_catch_a_one_factor_imbalance(registry):
+    exp = registry.experiment("checkout_mvt")
+    planned = planned_cells(exp)
+    # cta_color=green gets 8% fewer units in every cell: each margin test sees it.
+    counts = {c: (920 if "cta_color=green" in c else 1000) for c in sorted(planned)}
+    dq = pd.DataFrame({"experiment_id": exp.id, "cell_id": list(counts), "n_srm_units": list(counts.values())})
+    row = all_srm(registry, dq).set_index("experiment_id").loc[exp.id]
+    import json as _json
+
+    margins = _json.loads(row.margin_p_values)
+    green = sum(v for c, v in counts.items() if "cta_color=green" in c)
+    expected_p = sps.chisquare([sum(counts.values()) - green, green])[1]
+    assert margins["cta_color"] == pytest.approx(expected_p, rel=1e-10)
+    assert not row.passed
+
+
+def test_bayes_table_for_primary_metrics(registry):
+    from mvt_pipeline.analysis.bayes_table import all_bayes
+
+    exp = registry.experiment("pricing_abn")
+    rng = np.random.default_rng(2)
+    units = _units(exp, rng, n=30000, lift={("pricing_banner", "discount"): 0.04})
+    agg = _agg(units, exp, registry)
+    bayes = all_bayes(registry, agg)
+    assert set(bayes.metric) == {"signup_conversion"}
+    assert bayes.prob_best.sum() == pytest.approx(1.0, abs=1e-9)
+    best = bayes.sort_values("prob_best").iloc[-1]
+    assert best.cell_id == "pricing_banner=discount"

@@ -2,6 +2,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from ...analysis.bayes_table import all_bayes
 from ...analysis.decisions import guardrail_breaches
 from ...analysis.effects_table import all_effects
 from ...analysis.srm_table import SRM_ALPHA, all_srm
@@ -25,7 +26,8 @@ from .warehouse_io import as_of_date, replace_rows
 )
 def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Main effects and interactions for every experiment x metric of the registry, from the
-    per-cell sufficient statistics, into `analysis.effects`; SRM into `analysis.srm`."""
+    per-cell sufficient statistics, into `analysis.effects` (fixed-horizon and always-valid
+    intervals); SRM into `analysis.srm`; P(cell is best) into `analysis.cell_bayes`."""
     registry = load_registry(settings().registry_dir)
     as_of = as_of_date(context)
     with duckdb.get_connection() as conn:
@@ -36,6 +38,7 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         srm = all_srm(registry, dq)
         replace_rows(conn, "effects", effects, as_of)
         replace_rows(conn, "srm", srm, as_of)
+        replace_rows(conn, "cell_bayes", all_bayes(registry, cells), as_of)
     ok = effects[effects["status"] == "ok"]
     top = ok[(ok["metric_role"] == "primary")].sort_values("p_value").head(5)
     context.log.info(f"{len(ok)} effects estimated for {effects['experiment_id'].nunique()} experiments")

@@ -1,0 +1,31 @@
+"""Posterior probability that each cell is best, and its expected loss, for every experiment's
+primary metrics (conjugate Beta for proportions, normal approximation for means)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..registry import Registry
+from ..stats import prob_best
+
+BAYES_KINDS = {"binary": "binary", "continuous": "mean", "count": "mean"}
+
+
+def all_bayes(registry: Registry, agg_cell_stats: pd.DataFrame) -> pd.DataFrame:
+    overall = agg_cell_stats[(agg_cell_stats["segment"] == "overall") & (agg_cell_stats["n"] > 0)]
+    frames = []
+    for exp in registry.experiments:
+        if exp.status == "draft":
+            continue
+        for metric_name in exp.metrics.primary:
+            metric = registry.metric(metric_name)
+            kind = BAYES_KINDS.get(metric.kind)
+            rows = overall[(overall["experiment_id"] == exp.id) & (overall["metric"] == metric_name)]
+            if kind is None or len(rows) < 2:
+                continue
+            cells = rows[["cell_id", "n", "sum", "sum_sq"]].astype({"n": float, "sum": float, "sum_sq": float})
+            result = prob_best(cells, kind=kind, direction=metric.direction, seed=0)
+            frames.append(result.assign(experiment_id=exp.id, metric=metric_name))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
