@@ -31,8 +31,9 @@ def _columns(experiment: Experiment) -> tuple[str, str]:
 
 
 def guardrail_breaches(registry: Registry, effects: pd.DataFrame) -> pd.DataFrame:
-    """Guardrail main effects that are significantly worse (p < the experiment's alpha, in the
-    metric's harmful direction), on the experiment's decision basis (sequential by default)."""
+    """Guardrail main effects that are significantly worse: one-sided test in the metric's harmful
+    direction (p_one = p_two / 2 < alpha, DESIGN 5a), on the experiment's decision basis
+    (always-valid p-values by default)."""
     if effects.empty:
         return effects
     rows = effects[(effects["metric_role"] == "guardrail") & (effects["status"] == "ok")
@@ -44,7 +45,7 @@ def guardrail_breaches(registry: Registry, effects: pd.DataFrame) -> pd.DataFram
         p_col = _columns(exp)[0] if exp else "p_value"
         p = r.get(p_col, r["p_value"])
         harmful.append(_direction_sign(registry, r["metric"]) * r["estimate"] < 0
-                       and p < (exp.alpha if exp else 0.05))
+                       and p / 2 < (exp.alpha if exp else 0.05))
     return rows[harmful] if len(rows) else rows
 
 
