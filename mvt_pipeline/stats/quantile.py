@@ -27,15 +27,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .cells import CellData, collapse_cells
-from .coding import FactorSpec, column_names
-from .factorial import FactorialResult, build_model, check_alpha, effect_rows, finish_effects
+from .coding import FactorSpec
+from .factorial import FactorialResult, check_alpha
+from .independent_cells import fit_independent_cells
 
 QUANTILE_COLUMNS = ("n", "q", "n_events", "quantile_value", "ci_lower_value", "ci_upper_value", "ci_z",
                     "k_sum", "k_sum_sq", "m_sum_sq", "k_m_sum")
-ANOVA_COLUMNS = ["term", "df", "sum_sq", "mean_sq", "f_value", "p_value"]
 
 
 def quantile_cell_variance(st: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,27 +77,5 @@ def analyze_quantile_cells(
         raise ValueError("a cell's order-statistic interval has equal end points (too few or tied events)")
     var, deff = quantile_cell_variance(st)
     cells = CellData(spec, idx, st["n"], st["quantile_value"], np.zeros_like(st["n"]))
-    model = build_model(spec, cells, generators, codes, None)
-    X_inv = np.linalg.inv(model.X)
-    beta = X_inv @ cells.mean
-    cov = (X_inv * var[None, :]) @ X_inv.T
-    rows = effect_rows(spec, cells, beta, cov, model.slices, model.alias_labels, stats.norm(), alpha, float("inf"))
-    names = [c for t in model.terms for c in column_names(spec, t)]
-    cell_frame = cells.level_frame()
-    cell_frame["n"] = cells.n.astype(int)
-    cell_frame["mean"] = cells.mean
-    cell_frame["std_error"] = np.sqrt(var)
-    cell_frame["design_effect"] = deff
-    return FactorialResult(
-        effects=finish_effects(rows),
-        anova=pd.DataFrame(columns=ANOVA_COLUMNS),
-        cell_means=cell_frame,
-        df_resid=int(cells.n_total - len(cells.n)),
-        n_total=cells.n_total,
-        params=pd.Series(beta, index=names),
-        cov=pd.DataFrame(cov, index=names, columns=names),
-        se="delta-quantile",
-        alpha=alpha,
-        sigma2=float("nan"),
-        design=model.design,
-    )
+    return fit_independent_cells(spec, cells, var, generators=generators, codes=codes, alpha=alpha,
+                                 se_label="delta-quantile", cell_columns={"design_effect": deff})

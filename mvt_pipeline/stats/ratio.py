@@ -31,15 +31,13 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
-from scipy import stats
 
 from .cells import CellData, collapse_cells, within_ss
-from .coding import FactorSpec, column_names
-from .factorial import FactorialResult, build_model, check_alpha, effect_rows, finish_effects
+from .coding import FactorSpec
+from .factorial import FactorialResult, check_alpha
+from .independent_cells import fit_independent_cells
 
 RATIO_COLUMNS = ("n", "num_sum", "den_sum", "num_sum_sq", "den_sum_sq", "num_den_sum")
-ANOVA_COLUMNS = ["term", "df", "sum_sq", "mean_sq", "f_value", "p_value"]
 
 
 def prepare_ratio_cells(cell_stats, spec: FactorSpec) -> tuple[CellData, np.ndarray, np.ndarray]:
@@ -92,28 +90,5 @@ def analyze_ratio_cells(
         generators = [generators]
     spec = FactorSpec.from_mapping(factors, control)
     cells, var, den_mean = prepare_ratio_cells(cell_stats, spec)
-    model = build_model(spec, cells, generators, codes, None)
-    X_inv = np.linalg.inv(model.X)  # estimable + saturated => square and invertible
-    beta = X_inv @ cells.mean
-    cov = (X_inv * var[None, :]) @ X_inv.T
-    rows = effect_rows(spec, cells, beta, cov, model.slices, model.alias_labels, stats.norm(), alpha, float("inf"))
-
-    names = [c for t in model.terms for c in column_names(spec, t)]
-    cell_ratios = cells.level_frame()
-    cell_ratios["n"] = cells.n.astype(int)
-    cell_ratios["mean"] = cells.mean
-    cell_ratios["std_error"] = np.sqrt(var)
-    cell_ratios["den_mean"] = den_mean
-    return FactorialResult(
-        effects=finish_effects(rows),
-        anova=pd.DataFrame(columns=ANOVA_COLUMNS),
-        cell_means=cell_ratios,
-        df_resid=int(cells.n_total - len(cells.n)),
-        n_total=cells.n_total,
-        params=pd.Series(beta, index=names),
-        cov=pd.DataFrame(cov, index=names, columns=names),
-        se="delta",
-        alpha=alpha,
-        sigma2=float("nan"),
-        design=model.design,
-    )
+    return fit_independent_cells(spec, cells, var, generators=generators, codes=codes, alpha=alpha,
+                                 se_label="delta", cell_columns={"den_mean": den_mean})
