@@ -106,3 +106,17 @@ def test_rerunning_ingestion_is_idempotent(pipeline):
     run_graph(data, selection_rest=dg.AssetSelection.assets("stg_events"))
     after = query(data, "select count(*) n, sum(hash(event_id)) h from raw.events")
     assert before.equals(after)
+
+
+def test_sample_ratio_mismatch_blocks_the_decisions(workdir):
+    # pricing_abn's actual allocation is skewed 50/25/25 against a planned 1/3 each.
+    generate(workdir, users=3000, days=2, seed=5,
+             faults=Faults(srm={"pricing_abn": {"pricing_banner": [0.5, 0.25, 0.25]}}))
+    _, rest = run_graph(workdir)
+    assert not rest[0].success
+    srm = query(workdir, "select experiment_id, passed from analysis.srm").set_index("experiment_id")
+    assert srm.loc["pricing_abn", "passed"] == False  # noqa: E712
+    assert srm.loc["checkout_mvt", "passed"] == True  # noqa: E712
+    checks = _checks(rest)
+    assert checks[("factorial_effects", "srm_check")] is False
+    assert "decision_reports" not in _materialized(rest)

@@ -16,8 +16,10 @@ from .warehouse_io import as_of_date, replace_rows
     group_name="analysis",
     deps=["agg_cell_stats", "agg_cell_quantiles", "dq_assignment", "dq_daily"],
     check_specs=[
-        dg.AssetCheckSpec("srm_check", asset="factorial_effects",
-                          description="Chi-square of units per cell vs planned allocation, p < 0.001 fails (DESIGN 5a)."),
+        dg.AssetCheckSpec("srm_check", asset="factorial_effects", blocking=True,
+                          description="Chi-square of units per cell (and per factor margin) vs the planned "
+                                      "allocation, p < 0.001 fails (DESIGN 5a). Blocking: with broken "
+                                      "assignment no decision is published; the failure raises an alert."),
         dg.AssetCheckSpec("guardrails", asset="factorial_effects",
                           description="ERROR when a guardrail metric is significantly worse for some level (alerts)."),
     ],
@@ -61,7 +63,8 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
     )
     failed = srm[srm["passed"] == False]  # noqa: E712  (None = not enough data)
     yield dg.AssetCheckResult(
-        check_name="srm_check", passed=failed.empty, severity=dg.AssetCheckSeverity.WARN,
+        check_name="srm_check", passed=failed.empty, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if failed.empty else "sample ratio mismatch: " + ", ".join(failed["experiment_id"]),
         metadata={
             "alpha": SRM_ALPHA,
             "experiments_failing": dg.MetadataValue.json(failed["experiment_id"].tolist()),
