@@ -27,7 +27,7 @@ EXPECTED_CHECKS = {
     ("raw_events", "row_accounting"), ("raw_events", "gx_telemetry_schema"), ("raw_events", "quarantine_rate"),
     ("raw_events", "loss_rate"), ("raw_events", "lag_p95"), ("raw_events", "pii_found"), ("raw_events", "volume_change"),
     ("factorial_effects", "srm_check"), ("factorial_effects", "guardrails"), ("stale_flag_audit", "no_stale_flags"),
-    ("dq_daily", "loss_rate_matured"),
+    ("dq_daily", "loss_rate_matured"), ("dq_assignment", "flip_rate"),
     ("stg_events", "unique_stg_events_event_id"), ("fct_exposures", "unique_fct_exposures_exposure_key"),
 }
 

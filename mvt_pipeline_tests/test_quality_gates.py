@@ -29,3 +29,19 @@ def test_matured_loss_gate(tmp_path, rates, passed):
     assert LATE_WINDOW_DAYS == 2
     result = loss_rate_matured(duckdb=_warehouse(tmp_path, rates))
     assert result.passed is passed
+
+
+@pytest.mark.parametrize("flipped, passed, severity", [(5, True, "WARN"), (50, False, "WARN"), (150, False, "ERROR")])
+def test_flip_rate_gate(tmp_path, flipped, passed, severity):
+    from mvt_pipeline.defs.assets.quality_gates import flip_rate
+
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("create schema marts")
+        conn.execute("create table marts.dq_assignment (experiment_id varchar, cell_id varchar, n_exposed bigint,"
+                     " n_bots bigint, n_flipped bigint)")
+        conn.execute("insert into marts.dq_assignment values ('e', 'a=1', 600, 100, ?), ('e', 'a=2', 500, 0, 0)",
+                     [flipped])
+    result = flip_rate(duckdb=DuckDBResource(database=str(path)))
+    assert result.passed is passed
+    assert result.severity.value == severity

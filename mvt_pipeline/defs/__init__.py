@@ -8,7 +8,7 @@ from .assets.audit import stale_flag_audit
 from .assets.dbt_models import mvt_dbt_models
 from .assets.hte import hte_effects
 from .assets.ingestion import raw_events
-from .assets.quality_gates import loss_rate_matured
+from .assets.quality_gates import flip_rate, loss_rate_matured
 from .assets.registry import experiment_registry
 from .assets.reporting import decision_reports
 from .jobs import ingest_job, nightly_job, nightly_schedule
@@ -23,7 +23,7 @@ def build_defs() -> dg.Definitions:
     """Resources resolve paths from the environment when called, so tests can point at tmp dirs."""
     return dg.Definitions(
         assets=ASSETS,
-        asset_checks=[loss_rate_matured],
+        asset_checks=[loss_rate_matured, flip_rate],
         jobs=[nightly_job, ingest_job],
         schedules=[nightly_schedule],
         sensors=[raw_dump_sensor, check_failure_alerts, run_failure_alerts],

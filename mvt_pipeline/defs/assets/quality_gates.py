@@ -28,3 +28,26 @@ def loss_rate_matured(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "threshold": LOSS_ERROR_RATE,
         },
     )
+
+
+FLIP_WARN_RATE = 0.01
+FLIP_ERROR_RATE = 0.10
+
+
+@dg.asset_check(asset="dq_assignment", blocking=True,
+                description=f"Units seen in more than one cell (variant flips) per experiment: WARN above "
+                            f"{FLIP_WARN_RATE:.0%}, ERROR above {FLIP_ERROR_RATE:.0%} (DESIGN 5a). Flipped units "
+                            "are excluded from the analysis either way.")
+def flip_rate(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        rates = conn.execute(
+            "select experiment_id, sum(n_flipped) as flipped, sum(n_exposed) - sum(n_bots) as units,"
+            " sum(n_flipped) / nullif(sum(n_exposed) - sum(n_bots), 0) as flip_rate"
+            " from marts.dq_assignment group by 1 order by 1").df()
+    worst = float(rates["flip_rate"].max()) if len(rates) and rates["flip_rate"].notna().any() else 0.0
+    severity = dg.AssetCheckSeverity.ERROR if worst > FLIP_ERROR_RATE else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        passed=worst <= FLIP_WARN_RATE, severity=severity,
+        metadata={"worst_flip_rate": worst,
+                  "per_experiment": dg.MetadataValue.md(rates.to_markdown(index=False) if len(rates) else "(none)")},
+    )
