@@ -19,7 +19,7 @@ EXPECTED_PARENTS = {
     "stg_events": {"raw_events"},
     "agg_cell_stats": {"fct_unit_metrics", "experiment_registry"},
     "factorial_effects": {"agg_cell_stats", "dq_assignment"},
-    "decision_reports": {"factorial_effects", "stale_flag_audit"},
+    "decision_reports": {"factorial_effects", "hte_effects", "stale_flag_audit"},
     "stale_flag_audit": {"stg_events"},
 }
 EXPECTED_CHECKS = {

@@ -276,3 +276,218 @@ def test_index_lists_flags_that_need_action():
     html_text = render_index([], _dt.datetime(2026, 11, 24), flags)
     assert "Feature-flag audit" in html_text and "old-&lt;b&gt;" in html_text
     assert "roll out and remove" in html_text and ">fine<" not in html_text
+
+
+# --- always-valid intervals, CUPED, metric kinds, segments and the Bayesian read-out ----------------------
+
+
+def _with_new_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The effects frame as the pipeline now writes it: always-valid CIs, CUPED, kinds, SE type."""
+    out = frame.copy()
+    half = (out["ci_high"] - out["ci_low"]) / 2
+    out["seq_ci_low"] = out["estimate"] - 1.6 * half
+    out["seq_ci_high"] = out["estimate"] + 1.6 * half
+    out["seq_p_value"] = (out["p_value"] * 20).clip(upper=1.0)
+    out["seq_q_value"] = (out["q_value"] * 20).clip(upper=1.0)
+    out["n_star"] = 40000
+    out["metric_kind"] = out["metric"].map({"checkout_conversion": "binary", "revenue_per_user": "continuous",
+                                             "latency_p95": "quantile"})
+    out["se_type"] = "robust"
+    out["cuped"] = out["metric"] == "revenue_per_user"
+    out["variance_reduction"] = out["cuped"].map({True: 0.42, False: math.nan})
+    out["pre_imbalance_p"] = out["cuped"].map({True: 0.0002, False: math.nan})
+    return out
+
+
+@pytest.fixture
+def new_effects(effects) -> pd.DataFrame:
+    return _with_new_columns(effects)
+
+
+def _hte() -> pd.DataFrame:
+    rows = []
+    for segment, est in (("mobile", 0.035), ("desktop", 0.008), (EVIL, 0.02)):
+        rows.append(dict(experiment_id="checkout_mvt", metric="checkout_conversion", segment_variable="device",
+                         segment=segment, term="cta_color", level="green", estimate=est, std_error=0.005,
+                         ci_low=est - 0.01, ci_high=est + 0.01, p_value=0.01, q_value=0.0123,
+                         shrunk_estimate=est * 0.8 + 0.004, shrunk_std_error=0.004, n_units=1500))
+    for segment in ("US", "DE"):
+        rows.append(dict(experiment_id="checkout_mvt", metric="checkout_conversion", segment_variable="country",
+                         segment=segment, term="cta_color", level="green", estimate=0.02, std_error=0.005,
+                         ci_low=0.01, ci_high=0.03, p_value=0.2, q_value=0.4, shrunk_estimate=0.02,
+                         shrunk_std_error=0.003, n_units=2000))
+    rows.append(dict(rows[-1], term="cta_color:validation", level="green:inline", segment="interaction-only"))
+    rows.append(dict(rows[0], experiment_id="other_exp", segment="other-experiment-segment"))
+    return pd.DataFrame(rows)
+
+
+def _heterogeneity() -> pd.DataFrame:
+    return pd.DataFrame([
+        dict(experiment_id="checkout_mvt", metric="checkout_conversion", segment_variable="device",
+             term="cta_color", level="green", k=3, q_stat=14.2, df=2, p_value=0.0008, q_value=0.0016,
+             i2=0.86, tau2=0.0001),
+        dict(experiment_id="checkout_mvt", metric="checkout_conversion", segment_variable="country",
+             term="cta_color", level="green", k=2, q_stat=0.3, df=1, p_value=0.58, q_value=0.58,
+             i2=0.0, tau2=0.0),
+    ])
+
+
+def _bayes() -> pd.DataFrame:
+    cells = [f"cta_color={c}|validation={v}" for c in ("blue", "green") for v in ("on_submit", "inline")]
+    return pd.DataFrame([
+        dict(experiment_id="checkout_mvt", metric="checkout_conversion", cell_id=cid, posterior_mean=m,
+             prob_best=pb, expected_loss=loss)
+        for cid, m, pb, loss in zip(cells, (0.10, 0.104, 0.121, 0.119), (0.0, 0.004, 0.613, 0.383),
+                                    (0.021, 0.017, 0.0004, 0.0011))
+    ] + [dict(experiment_id="checkout_mvt", metric="revenue_per_user", cell_id=cells[0], posterior_mean=99.0,
+              prob_best=0.25, expected_loss=1.0)])
+
+
+@pytest.fixture
+def full_report(experiment, metrics, new_effects, cells) -> str:
+    return render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED,
+                                    hte=_hte(), heterogeneity=_heterogeneity(), bayes=_bayes())
+
+
+def _effects_tables(document: str) -> list[str]:
+    return re.findall(r'<table class="effects">.*?</table>', document, re.S)
+
+
+def test_full_report_is_well_formed_and_self_contained(full_report, new_effects):
+    checker = parse(full_report)
+    assert checker.errors == [] and checker.stack == []
+    assert_self_contained(full_report)
+    assert "<script>" not in full_report
+    assert sum(len(re.findall(r"<tr class=", t)) for t in _effects_tables(full_report)) == len(new_effects)
+
+
+def test_always_valid_interval_and_q_next_to_fixed(full_report):
+    table = _effects_tables(full_report)[0]  # checkout_conversion, primary
+    headers = re.findall(r"<th>(.*?)</th>", table)
+    plain = [re.sub(r"<[^>]+>.*?</span>|<[^>]+>", "", h).strip() for h in headers]
+    assert plain.index("Always-valid 95% CI") == plain.index("95% CI") + 1
+    assert plain.index("Always-valid q") == plain.index("q") + 1
+    assert "decides" in headers[plain.index("Always-valid q")]  # the default basis is sequential
+    assert "decides" not in headers[plain.index("q")]
+    # cta_color=green: estimate 2.1 pp, fixed CI +-0.8 pp, always-valid +-1.28 pp, seq q = 20 x 0.0002
+    assert "[+1.30 pp, +2.90 pp]" in table and "[+0.82 pp, +3.38 pp]" in table
+    assert ">0.004<" in table
+
+
+def test_significance_follows_the_decision_basis(experiment, metrics, new_effects, cells):
+    # validation=inline: fixed q = 0.06 (not significant); make the always-valid q significant and
+    # cta_color=green's always-valid q not significant, so the two bases disagree on both rows.
+    frame = new_effects.copy()
+    frame.loc[3, ["q_value", "seq_q_value"]] = [0.06, 0.01]
+    frame.loc[2, ["q_value", "seq_q_value"]] = [0.0002, 0.2]
+
+    def starred(exp):
+        doc = render_experiment_report(exp, metrics, frame, cells, SRM, DECISION, QUALITY, GENERATED)
+        table = _effects_tables(doc)[0]
+        return {term for term, row in re.findall(r"<tr class=\"\w+\"><td>([\w:]+)</td>(.*?)</tr>", table)
+                if "★" in row}, doc
+
+    seq_stars, seq_doc = starred(experiment)
+    fixed_stars, fixed_doc = starred(experiment.model_copy(update={"decision_basis": "fixed"}))
+    assert seq_stars == {"validation"}
+    assert fixed_stars == {"cta_color"}
+    assert "use the <b>always-valid</b> interval" in seq_doc and "N* = 40,000 planned units" in seq_doc
+    assert "use the <b>fixed-horizon</b> interval" in fixed_doc
+    assert '<tr class="good"><td>validation</td>' in seq_doc  # the colour follows the star
+
+
+def test_forest_plot_draws_always_valid_band_behind_fixed_bar(full_report, report):
+    svg = re.findall(r"<svg\b.*?</svg>", full_report, re.S)[0]
+    bands = re.findall(r'<line class="outer" x1="([\d.]+)" y1="([\d.]+)" x2="([\d.]+)"', svg)
+    assert len(bands) == 3  # three estimable checkout_conversion rows
+    first_band = svg.index('class="outer"')
+    # each band precedes (is drawn under) the fixed bar of the same row, and is wider
+    x1, y, x2 = map(float, bands[0])
+    fixed = re.search(rf'<line x1="([\d.]+)" y1="{re.escape(bands[0][1])}" x2="([\d.]+)"', svg[first_band:])
+    assert fixed and x1 < float(fixed.group(1)) and float(fixed.group(2)) < x2
+    assert "always-valid" in full_report.split("</svg>", 1)[1][:400]  # legend under the plot
+    assert 'class="outer"' not in report  # old frames: no band, no legend
+    assert "wide pale band" not in report
+
+
+def test_cuped_note_and_pre_imbalance_warning(full_report, experiment, metrics, new_effects, cells):
+    assert "CUPED: variance \u221242%" in full_report
+    assert full_report.count("CUPED: variance") == 1  # only the metric that used it
+    assert "Pre-period imbalance (p &lt; 0.001)" in full_report
+    calm = new_effects.assign(pre_imbalance_p=new_effects["pre_imbalance_p"].where(new_effects["cuped"] != True,
+                                                                                   0.4))  # noqa: E712
+    doc = render_experiment_report(experiment, metrics, calm, cells, SRM, DECISION, QUALITY, GENERATED)
+    assert "CUPED: variance" in doc and "Pre-period imbalance" not in doc
+
+
+def test_quantile_and_rate_ratio_formatting(experiment, metrics, new_effects, cells):
+    assert "differences of P95 in the metric's own unit" in render_experiment_report(
+        experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED)
+    frame = new_effects.copy()
+    frame.loc[frame["metric"] == "revenue_per_user", ["metric", "metric_kind", "control_mean"]] = \
+        ["error_rate", "ratio", 0.02]
+    rate_cells = pd.concat([cells, pd.DataFrame([("cta_color=blue|validation=on_submit", "error_rate", 1000, 0.021)],
+                                                columns=cells.columns)])
+    doc = render_experiment_report(experiment, metrics, frame, rate_cells, SRM, DECISION, QUALITY, GENERATED)
+    error_table = _effects_tables(doc)[1]
+    assert "+35.00 pp" in error_table and "2.00%" in error_table  # a rate: pp and percent
+    assert "2.10%" in doc  # its cell mean too
+    frame.loc[frame["metric"] == "error_rate", "control_mean"] = 3.5  # a ratio above 1 keeps its unit
+    doc = render_experiment_report(experiment, metrics, frame, cells, SRM, DECISION, QUALITY, GENERATED)
+    assert "+0.35" in _effects_tables(doc)[1] and " pp" not in _effects_tables(doc)[1]
+
+
+def test_old_minimal_effects_columns_still_render(report, effects):
+    assert list(effects.columns) == EFFECT_COLUMNS  # the fixture carries none of the new columns
+    assert "Always-valid" not in _effects_tables(report)[0]
+    assert "Always-valid intervals were not computed" in report
+    assert "CUPED: variance" not in report
+    assert "Effects by segment" not in report and "Which cell is best" not in report
+    assert re.search(r"<td class=\"sig\"><span title=\"significant\">★</span>", report)  # fixed q still stars
+
+
+def test_effects_by_segment(full_report):
+    section = full_report[full_report.index("<h2>Effects by segment</h2>"):]
+    section = section[:section.index("</section>")]
+    text = "".join(parse(section).text)
+    assert "cta_color: green vs blue" in text
+    assert "by device" in text and "by country" in text
+    assert "+3.50 pp" in section and "[+2.50 pp, +4.50 pp]" in section  # mobile estimate and CI
+    assert "+3.20 pp" in section  # mobile shrunk: 0.035 * 0.8 + 0.004
+    assert "0.012" in section  # q
+    assert "The effect differs across device" in text and "p = 0.001" not in text
+    assert "Cochran's Q = 14.2, df = 2, p &lt; 0.001, q = 0.002, I² = 86%" in section
+    assert "No evidence that the effect differs across country" in text and "p = 0.580" in section
+    assert EVIL in text and "<script>" not in section  # escaped segment value
+    assert "interaction-only" not in text  # main effects only
+    assert "other-experiment-segment" not in text  # other experiments' rows are dropped
+
+
+def test_effects_by_segment_absent_and_empty(experiment, metrics, new_effects, cells):
+    doc = render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED,
+                                   hte=pd.DataFrame(), heterogeneity=pd.DataFrame())
+    assert "Effects by segment" in doc and "No segment results" in doc
+    no_test = render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY,
+                                       GENERATED, hte=_hte())
+    assert "No heterogeneity test across device" in no_test and parse(no_test).errors == []
+    with pytest.raises(ValueError, match="hte is missing column"):
+        render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED,
+                                 hte=_hte().drop(columns=["segment"]))
+
+
+def test_which_cell_is_best(full_report, experiment, metrics, new_effects, cells):
+    section = full_report[full_report.index("<h2>Which cell is best</h2>"):]
+    section = section[:section.index("</section>")]
+    rows = re.findall(r"<tr[^>]*><td>(.*?)</td>", section)
+    assert rows[0].startswith("cta_color=green · validation=on_submit")  # sorted by P(best)
+    assert '<tr class="top">' in section
+    assert "61.3%" in section and "12.10%" in section and "0.04 pp" in section
+    assert "(control)" in rows[-1]
+    assert "99" not in section  # secondary metric's rows are not shown
+    evil = _bayes().assign(cell_id=EVIL)
+    doc = render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED,
+                                   bayes=evil)
+    assert "&lt;script&gt;" in doc and "<script>" not in doc
+    empty = render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED,
+                                     bayes=_bayes().iloc[4:])
+    assert "No Bayesian read-out for checkout_conversion" in empty

@@ -2,7 +2,10 @@
 
 The report is what a product owner reads to act, so it leads with the decision and the SRM verdict
 (an SRM invalidates every number below it), then the effects per metric (primary first) as a table
-and a forest plot, then the raw cell means and the data-quality figures that back them. Every string
+and a forest plot (effects_section.py), the optional Bayesian "which cell is best" read-out
+(best_cell_section.py) and effects by segment (segments_section.py), then the raw cell means and the
+data-quality figures that back them. Sections live in their own modules so each stays readable; this
+one assembles them and owns the page's fixed parts. Every string
 that comes from the registry, the data or the decision is escaped; missing numbers read as a dash and
 effects that could not be estimated are shown with their reason rather than silently dropped.
 """
@@ -10,25 +13,28 @@ effects that could not be estimated are shown with their reason rather than sile
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
-
 import pandas as pd
 
 from mvt_pipeline.registry.models import Experiment, Metric
 
-from .forest_plot import ForestRow, render_forest_plot
-from .formatting import (
-    DASH, esc, finite, fmt_count, fmt_effect, fmt_free, fmt_interval, fmt_level, fmt_number, fmt_p,
-    fmt_percent,
-)
+from .best_cell_section import best_cell_section
+from .effects_section import effects_section, metric_kind
+from .formatting import esc, finite, fmt_count, fmt_free, fmt_level, fmt_number, fmt_p, fmt_percent, is_share_scale
 from .page import decision_tone, fmt_timestamp, page
+from .segments_section import (
+    HETEROGENEITY_OPTIONAL, HETEROGENEITY_REQUIRED, HTE_OPTIONAL, HTE_REQUIRED, prepare, segments_section,
+)
 
 EFFECT_COLUMNS = [
     "experiment_id", "metric", "metric_role", "term", "level", "aliases", "estimate", "std_error", "ci_low",
     "ci_high", "p_value", "q_value", "control_mean", "rel_lift", "rel_ci_low", "rel_ci_high", "n_units", "status",
 ]
+# Newer, optional effect columns (always-valid CIs, CUPED, metric kind); absent ones read as missing.
+OPTIONAL_EFFECT_COLUMNS = [
+    "metric_kind", "seq_ci_low", "seq_ci_high", "seq_p_value", "seq_q_value", "n_star", "se_type", "cuped",
+    "variance_reduction", "pre_imbalance_p",
+]
 CELL_COLUMNS = ["cell_id", "metric", "n", "mean"]
-ROLE_ORDER = {"primary": 0, "secondary": 1, "guardrail": 2}
 
 ESTIMANDS = [
     "<b>Main effect</b>: the difference between the marginal mean of a level and that of the factor's control "
@@ -38,10 +44,20 @@ ESTIMANDS = [
     "<b>Relative lift</b>: the effect divided by the control mean; its interval uses the delta method and "
     "includes the control mean's own uncertainty.",
     "<b>q-value</b>: Benjamini\u2013Hochberg false-discovery-rate adjusted p-value across the effects in the "
-    "correction family; significance (\u2605) uses q when present, else p, against the experiment's alpha.",
+    "correction family; significance (\u2605) uses q when present, else p, against the experiment's alpha, on "
+    "the experiment's decision basis (always-valid by default).",
+    "<b>Always-valid interval</b> (confidence sequence): covers the true effect at every nightly look at "
+    "once, so it may be read every night and the experiment stopped the first night it excludes 0; it is "
+    "wider than the fixed-horizon interval, which is valid only when read once, at the planned end. N* is "
+    "the planned number of units, where the always-valid interval is tightest.",
+    "<b>CUPED</b>: the effect is adjusted for each unit's pre-period value of the metric, which removes "
+    "noise (the variance reduction shown), not signal; a pre-period imbalance means the cells differed "
+    "before exposure.",
     "<b>SRM</b> (sample ratio mismatch): a chi-square test of the observed units per cell against the planned "
     "allocation; a failure means assignment or logging is broken and the effects are not trustworthy.",
-    "Binary metrics are shown as percentages; their effects in percentage points (pp).",
+    "Binary metrics and rate-like ratio metrics (all values between 0 and 1) are shown as percentages; their "
+    "effects in percentage points (pp). Quantile metrics (e.g. P95 latency) show differences of the quantile "
+    "in the metric's own unit.",
 ]
 
 
@@ -115,119 +131,6 @@ def _cell_label(cell_id: str) -> str:
     return " \u00b7 ".join(part for part in cell_id.split("|"))
 
 
-def _contrast(exp: Experiment, term: Any, level: Any) -> str:
-    """'green vs blue' for a main effect; 'green \u00d7 inline' for an interaction (raw text)."""
-    factors, levels = str(term).split(":"), str(level).split(":")
-    if len(factors) == 1:
-        try:
-            return f"{level} vs {exp.factor(factors[0]).control}"
-        except KeyError:
-            return str(level)
-    return " \u00d7 ".join(levels)
-
-
-def _metric_order(exp: Experiment, effects: pd.DataFrame) -> list[tuple[str, str]]:
-    roles = dict((m, r) for m, r in reversed(exp.metrics.by_role()))
-    declared = [m for m, _ in exp.metrics.by_role()]
-    names = list(dict.fromkeys(effects["metric"].astype(str)))
-    for name in names:
-        if name not in roles:
-            given = effects.loc[effects["metric"].astype(str) == name, "metric_role"].dropna()
-            roles[name] = str(given.iloc[0]) if len(given) else "other"
-    def key(name: str) -> tuple:
-        return (ROLE_ORDER.get(roles[name], 3), declared.index(name) if name in declared else len(declared), name)
-    return [(name, roles[name]) for name in sorted(names, key=key)]
-
-
-def _significance(row: Any, alpha: float) -> bool:
-    q, p = finite(row.q_value), finite(row.p_value)
-    judged = q if q is not None else p
-    return judged is not None and judged < alpha
-
-
-def _tone(row: Any, metric: Metric | None, significant: bool) -> str:
-    estimate = finite(row.estimate)
-    if not significant or estimate is None or estimate == 0:
-        return "neutral"
-    better = estimate > 0 if (metric is None or metric.direction == "higher") else estimate < 0
-    return "good" if better else "bad"
-
-
-def _metric_section(exp: Experiment, name: str, role: str, metric: Metric | None, rows: pd.DataFrame) -> str:
-    is_binary = metric is not None and metric.kind == "binary"
-    ci_label = f"{fmt_number(100 * (1 - exp.alpha))}% CI"
-    rows = rows.assign(_order=rows["term"].astype(str).str.count(":")).sort_values("_order", kind="stable")
-    has_aliases = rows["aliases"].dropna().astype(str).str.strip().ne("").any()
-    head = ["Effect", "Contrast", "Estimate", ci_label, "Control mean", "Relative lift", f"Lift {ci_label}",
-            "p", "q", "Units", "Sig."] + (["Aliased with"] if has_aliases else [])
-    body, plot_rows = [], []
-    for row in rows.itertuples(index=False):
-        contrast = _contrast(exp, row.term, row.level)
-        label = f"{row.term}: {contrast}"
-        alias_td = f"<td>{esc(row.aliases) if not pd.isna(row.aliases) else ''}</td>" if has_aliases else ""
-        status = "ok" if pd.isna(row.status) else str(row.status)
-        if status != "ok":
-            body.append(f"<tr class=\"unavailable\"><td>{esc(row.term)}</td><td>{esc(contrast)}</td>"
-                        f"<td colspan=\"9\">not estimated: {esc(status)}</td>{alias_td}</tr>")
-            plot_rows.append(ForestRow(label, None, None, None, f"{DASH} ({esc(status)})"))
-            continue
-        significant = _significance(row, exp.alpha)
-        tone = _tone(row, metric, significant)
-        marker = "<span title=\"significant\">\u2605</span>" if significant else ""
-        effect_fmt = lambda v: fmt_effect(v, is_binary)  # noqa: E731
-        lift_fmt = lambda v: fmt_percent(v, signed=True)  # noqa: E731
-        body.append(
-            f"<tr class=\"{tone}\"><td>{esc(row.term)}</td><td>{esc(contrast)}</td>"
-            f"<td class=\"num\">{effect_fmt(row.estimate)}</td>"
-            f"<td class=\"num\">{fmt_interval(row.ci_low, row.ci_high, effect_fmt)}</td>"
-            f"<td class=\"num\">{fmt_level(row.control_mean, is_binary)}</td>"
-            f"<td class=\"num\">{lift_fmt(row.rel_lift)}</td>"
-            f"<td class=\"num\">{fmt_interval(row.rel_ci_low, row.rel_ci_high, lift_fmt)}</td>"
-            f"<td class=\"num\">{fmt_p(row.p_value)}</td><td class=\"num\">{fmt_p(row.q_value)}</td>"
-            f"<td class=\"num\">{fmt_count(row.n_units)}</td><td class=\"sig\">{marker}</td>{alias_td}</tr>"
-        )
-        plot_rows.append(ForestRow(
-            label, finite(row.estimate), _bound(row.ci_low), _bound(row.ci_high),
-            f"{effect_fmt(row.estimate)} {fmt_interval(row.ci_low, row.ci_high, effect_fmt)}", tone))
-    thead = "".join(f"<th>{h}</th>" for h in head)
-    tick = (lambda v: f"{v * 100:+g} pp" if v else "0 pp") if is_binary else (
-        lambda v: fmt_number(v, signed=True, digits=3))
-    plot = render_forest_plot(plot_rows, tick, f"Effects on {name}")
-    about = []
-    if metric is not None:
-        about.append(f"{esc(metric.kind)}, {esc(metric.direction)} is better")
-        if metric.non_inferiority_margin is not None:
-            about.append(f"non-inferiority margin {fmt_effect(metric.non_inferiority_margin, is_binary)}")
-        if metric.description:
-            about.append(esc(metric.description))
-    return (
-        f"<section class=\"metric\"><h3>{esc(name)} <span class=\"badge info small\">{esc(role)}</span></h3>"
-        + (f"<p class=\"muted small\">{'; '.join(about)}</p>" if about else "")
-        + f"<table class=\"effects\"><thead><tr>{thead}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        + plot + "</section>"
-    )
-
-
-def _bound(value: Any) -> float | None:
-    """CI ends for the plot: NaN is unknown (None); +-inf is kept so the bar runs to the edge."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if x != x else x
-
-
-def _effects(exp: Experiment, metrics: dict[str, Metric], effects: pd.DataFrame) -> str:
-    if effects.empty:
-        return "<section><h2>Effects</h2><p class=\"muted\">No effects computed yet.</p></section>"
-    parts = ["<section><h2>Effects</h2>"]
-    for name, role in _metric_order(exp, effects):
-        subset = effects[effects["metric"].astype(str) == name]
-        parts.append(_metric_section(exp, name, role, metrics.get(name), subset))
-    parts.append("</section>")
-    return "".join(parts)
-
-
 def _cell_sort_key(exp: Experiment, cell_id: str) -> tuple:
     levels = dict(part.split("=", 1) for part in cell_id.split("|") if "=" in part)
     key = []
@@ -237,7 +140,7 @@ def _cell_sort_key(exp: Experiment, cell_id: str) -> tuple:
     return (*key, cell_id)
 
 
-def _cells(exp: Experiment, metrics: dict[str, Metric], cells: pd.DataFrame) -> str:
+def _cells(exp: Experiment, shares: dict[str, bool], cells: pd.DataFrame) -> str:
     if cells.empty:
         return "<section><h2>Cells</h2><p class=\"muted\">No cell statistics.</p></section>"
     cells = cells.assign(cell_id=cells["cell_id"].astype(str), metric=cells["metric"].astype(str))
@@ -260,8 +163,7 @@ def _cells(exp: Experiment, metrics: dict[str, Metric], cells: pd.DataFrame) -> 
             tds.append(f"<td class=\"num\">{fmt_count(n)}</td>")
         for m in names:
             n, mean = lookup.get((cell, m), (None, None))
-            kind_binary = m in metrics and metrics[m].kind == "binary"
-            text = fmt_level(mean, kind_binary) + ("" if one_n else f" ({fmt_count(n)})")
+            text = fmt_level(mean, shares.get(m, False)) + ("" if one_n else f" ({fmt_count(n)})")
             tds.append(f"<td class=\"num\">{text}</td>")
         body.append(f"<tr>{''.join(tds)}</tr>")
     thead = "".join(f"<th>{h}</th>" for h in head)
@@ -284,6 +186,16 @@ def _footer(exp: Experiment) -> str:
             f"{fmt_count(exp.min_units_per_cell)} units per cell.</p></footer>")
 
 
+def _shares(metrics: dict[str, Metric], effects: pd.DataFrame, cells: pd.DataFrame) -> dict[str, bool]:
+    """Per metric: read as a share (% and pp)? Binary always; a ratio when all its levels are in [0, 1]."""
+    out = {}
+    for name in dict.fromkeys([*metrics, *effects["metric"].astype(str), *cells["metric"].astype(str)]):
+        rows = effects[effects["metric"].astype(str) == name]
+        levels = [*rows["control_mean"], *cells.loc[cells["metric"].astype(str) == name, "mean"]]
+        out[name] = is_share_scale(metric_kind(name, metrics.get(name), rows), levels)
+    return out
+
+
 def render_experiment_report(
     experiment: Experiment,
     metrics: dict[str, Metric],
@@ -293,15 +205,30 @@ def render_experiment_report(
     decision: dict,
     quality: dict | None,
     generated_at: dt.datetime,
+    *,
+    hte: pd.DataFrame | None = None,
+    heterogeneity: pd.DataFrame | None = None,
+    bayes: pd.DataFrame | None = None,
 ) -> str:
-    """The full HTML document (str) for one experiment; pure: writes nothing."""
+    """The full HTML document (str) for one experiment; pure: writes nothing.
+
+    `effects` needs EFFECT_COLUMNS; OPTIONAL_EFFECT_COLUMNS add the always-valid intervals and the
+    CUPED notes. The keyword-only frames add sections and are omitted when None: `hte` and
+    `heterogeneity` (the `hte_effects` tables) the "Effects by segment" section, `bayes` (per cell
+    posterior_mean, prob_best, expected_loss) the "Which cell is best" table for the primary metric.
+    """
     effects = _check_columns(effects, EFFECT_COLUMNS, "effects")
     cells = _check_columns(cells, CELL_COLUMNS, "cells")
     if len(effects) and "experiment_id" in effects:
         effects = effects[effects["experiment_id"].isna() | (effects["experiment_id"].astype(str) == experiment.id)]
+    hte = prepare(hte, HTE_REQUIRED, HTE_OPTIONAL, "hte", experiment.id)
+    heterogeneity = prepare(heterogeneity, HETEROGENEITY_REQUIRED, HETEROGENEITY_OPTIONAL, "heterogeneity",
+                            experiment.id)
+    shares = _shares(metrics, effects, cells)
     body = "".join([
         _header(experiment, generated_at), _decision(decision), _srm(srm),
-        _effects(experiment, metrics, effects), _cells(experiment, metrics, cells), _quality(quality),
-        _footer(experiment),
+        effects_section(experiment, metrics, effects, shares), best_cell_section(experiment, metrics, bayes, shares),
+        segments_section(experiment, hte, heterogeneity, shares), _cells(experiment, shares, cells),
+        _quality(quality), _footer(experiment),
     ])
     return page(f"Experiment {experiment.id}: {(decision or {}).get('label') or 'no decision'}", body)

@@ -5,6 +5,10 @@ as inline SVG (no plotting library, no image files) so the report stays one self
 Rows without a finite estimate are listed with their label and a dash instead of being dropped, so
 the plot and the table always have the same rows. An interval with an infinite end is drawn to the
 plot edge with an open end.
+
+A row may carry a second, outer interval (the always-valid confidence sequence): it is drawn first,
+as a wide pale band, so the fixed-horizon bar and the point stay readable on top of it and the
+reader sees at a glance how much wider the peeking-safe interval is and whether it still clears 0.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class ForestRow:
     high: float | None
     value_text: str  # already-escaped text shown right of the plot
     tone: str = "neutral"  # good | bad | neutral
+    outer_low: float | None = None  # always-valid interval, drawn behind the fixed one
+    outer_high: float | None = None
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -51,7 +57,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 def _domain(rows: list[ForestRow]) -> tuple[float, float]:
     values = [0.0]
     for row in rows:
-        values += [v for v in map(finite, (row.estimate, row.low, row.high)) if v is not None]
+        values += [v for v in map(finite, (row.estimate, row.low, row.high, row.outer_low, row.outer_high))
+                   if v is not None]
     low, high = min(values), max(values)
     if high == low:
         low, high = low - 1.0, high + 1.0
@@ -93,6 +100,11 @@ def render_forest_plot(rows: list[ForestRow], tick_format, title: str) -> str:
         estimate = finite(row.estimate)
         if estimate is None:
             continue
+        if row.outer_low is not None or row.outer_high is not None:
+            o_lo = x(row.outer_low) if finite(row.outer_low) is not None else LABEL_WIDTH
+            o_hi = x(row.outer_high) if finite(row.outer_high) is not None else LABEL_WIDTH + PLOT_WIDTH
+            parts.append(f'<line class="outer" x1="{o_lo}" y1="{y}" x2="{o_hi}" y2="{y}" stroke="{colour}" '
+                         'stroke-width="9" stroke-opacity="0.22"/>')
         lo = x(row.low) if finite(row.low) is not None else LABEL_WIDTH
         hi = x(row.high) if finite(row.high) is not None else LABEL_WIDTH + PLOT_WIDTH
         if row.low is not None or row.high is not None:

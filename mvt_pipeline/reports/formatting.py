@@ -99,3 +99,36 @@ def fmt_interval(low: Any, high: Any, formatter) -> str:
     if finite(low) is None and finite(high) is None:
         return DASH
     return f"[{formatter(low)}, {formatter(high)}]"
+
+
+def is_share_scale(kind: Any, values) -> bool:
+    """Whether a metric reads as a share (levels in %, effects in pp) rather than in its own unit.
+
+    Binary metrics always do. A ratio metric does when it is a rate, i.e. every known level (control
+    mean, cell means) lies in [0, 1] (error_rate, click-through per view): a change from 2.0% to 2.5%
+    is honestly "+0.50 pp", while "+0.005" hides the unit. Ratios above 1 (revenue per session) and
+    every other kind (continuous, count, quantile: a P95 difference in ms) keep their own unit.
+    """
+    if kind == "binary":
+        return True
+    if kind != "ratio":
+        return False
+    known = [x for x in (finite(v) for v in values) if x is not None]
+    return bool(known) and all(0.0 <= x <= 1.0 for x in known)
+
+
+def fmt_share_change(value: Any, *, decimals: int = 0) -> str:
+    """A signed relative change with a true minus sign ('\u221242%'): variance reductions and the like."""
+    x = finite(value)
+    if x is None:
+        return DASH
+    text = f"{abs(x) * 100:.{decimals}f}%"
+    return ("\u2212" if x < 0 else "+") + text if round(abs(x) * 100, decimals) else "0%"
+
+
+def fmt_p_phrase(value: Any, name: str = "p") -> str:
+    """'p = 0.012' or 'p &lt; 0.001' for running text, where 'p = &lt;0.001' would read oddly."""
+    x = finite(value)
+    if x is not None and x < 0.001:
+        return f"{name} &lt; 0.001"
+    return f"{name} = {fmt_p(value)}"

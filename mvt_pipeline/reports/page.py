@@ -18,7 +18,7 @@ CSS = """
         --good:#1a7f37; --bad:#cf222e; --warn:#9a6700; --info:#0969da; }
 * { box-sizing: border-box; }
 body { margin:0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--ink); }
-main { max-width: 1100px; margin: 0 auto; padding: 24px; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; }
 h3 { font-size: 15px; margin: 20px 0 6px; }
 .muted { color: var(--muted); } .small { font-size: 12px; }
@@ -40,6 +40,17 @@ dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; }
 tr.good td.sig { color: var(--good); font-weight: 700; } tr.bad td.sig { color: var(--bad); font-weight: 700; }
 tr.unavailable td { color: var(--muted); font-style: italic; }
 .srm.pass { color: var(--good); } .srm.fail { color: var(--bad); font-weight: 700; }
+.wide { overflow-x: auto; }
+table.effects { font-size: 13px; } table.effects th, table.effects td { padding: 4px 6px; }
+th .tag { display:block; font-weight: 400; font-size: 11px; color: var(--info); }
+td.av { background: #f3f8ff; }
+p.note { margin: 2px 0 6px; } p.warn-note { color: var(--warn); font-weight: 600; }
+caption.note { caption-side: bottom; text-align: left; padding-top: 4px; }
+.hetero b { color: var(--warn); } p.legend { margin-top: -8px; }
+h4 { font-size: 14px; margin: 14px 0 4px; }
+.seg-grid { display: flex; flex-wrap: wrap; gap: 4px 28px; align-items: flex-start; }
+.seg-block table { margin-top: 2px; }
+table.bayes tr.top td { font-weight: 700; }
 svg.forest { display: block; margin: 4px 0 12px; max-width: 100%; height: auto; }
 svg.forest text { font: 11px system-ui, sans-serif; fill: var(--ink); }
 footer { margin-top: 32px; padding-top: 12px; border-top: 1px solid var(--line); color: var(--muted); }

@@ -20,8 +20,17 @@ def _srm_dict(row: pd.Series | None) -> dict | None:
             "observed": json.loads(row["observed"]), "expected_share": json.loads(row["expected_share"])}
 
 
-@dg.asset(group_name="reporting", deps=["factorial_effects", "stale_flag_audit"], pool=WAREHOUSE_POOL,
-          kinds={"html"})
+def _night(conn, table: str, as_of) -> pd.DataFrame | None:
+    """One night of an optional analysis table; None when it was never written."""
+    exists = conn.execute("select count(*) from information_schema.tables where table_schema = 'analysis'"
+                          " and table_name = ?", [table]).fetchone()[0]
+    if not exists:
+        return None
+    return conn.execute(f'select * from analysis."{table}" where as_of = ?', [as_of]).df()
+
+
+@dg.asset(group_name="reporting", deps=["factorial_effects", "hte_effects", "stale_flag_audit"],
+          pool=WAREHOUSE_POOL, kinds={"html"})
 def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """One self-contained HTML decision page per experiment plus an index; decisions also land in
     `analysis.decisions`."""
@@ -40,6 +49,9 @@ def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
             " sum(n_incomplete) incomplete, sum(n_analysable) analysable from marts.dq_assignment group by 1"
         ).df().set_index("experiment_id")
         flags = conn.execute("select * from analysis.stale_flags where as_of = ?", [as_of]).df()
+        hte = _night(conn, "hte", as_of)
+        heterogeneity = _night(conn, "hte_heterogeneity", as_of)
+        bayes = _night(conn, "cell_bayes", as_of)
         ingest = conn.execute(
             "select sum(rows_read), sum(rows_accepted), sum(rows_quarantined), sum(pii_redactions) from raw.ingest_log"
         ).fetchone()
@@ -70,7 +82,7 @@ def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
                 quality.update({f"units {k}": int(v) for k, v in dq.loc[exp.id].items()})
             html = render_experiment_report(
                 exp, metrics, exp_effects, exp_cells[["cell_id", "metric", "n", "mean"]], srm_info,
-                decision, quality, generated_at)
+                decision, quality, generated_at, hte=hte, heterogeneity=heterogeneity, bayes=bayes)
             name = f"{exp.id}.html"
             (out_dir / name).write_text(html, encoding="utf-8")
             top = exp_effects[(exp_effects["metric"] == primary) & (exp_effects["status"] == "ok")]
