@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from ..registry import Registry
-from ..stats import srm_margins, srm_test
+from ..stats import srm_margins, srm_segments, srm_test
 from .cells import planned_cells, split_cell_ids
 
 SRM_ALPHA = 0.001  # DESIGN.md 5a: flag at p < 0.001
@@ -23,9 +23,32 @@ def _margin_p_values(experiment, cells: list[str], observed: list[int], planned:
     return {f: float(r.p_value) for f, r in srm_margins(frame, [f.name for f in experiment.factors]).items()}
 
 
-def all_srm(registry: Registry, dq_assignment: pd.DataFrame) -> pd.DataFrame:
+def _segment_flags(experiment, planned: dict, segment_counts: pd.DataFrame | None) -> dict[str, list]:
+    """Per registry segment variable, the segment values whose cell table fails SRM at
+    0.001 / k (Bonferroni over the k values). Counts are the analysable units of the first primary
+    metric per (cell, segment value), from `agg_cell_stats`."""
+    if segment_counts is None or segment_counts.empty:
+        return {}
+    rows = segment_counts[(segment_counts["experiment_id"] == experiment.id)
+                          & (segment_counts["metric"] == experiment.metrics.primary[0])]
+    flags = {}
+    for seg in experiment.segments:
+        part = rows[rows["segment"] == seg]
+        if part.empty:
+            continue
+        frame = pd.DataFrame({"cell_id": part["cell_id"], "value": part["segment_value"].astype(str),
+                              "n": part["n_units"].astype(float),
+                              "weight": part["cell_id"].map(planned).fillna(0.0)})
+        result = srm_segments(frame, "value", cell="cell_id")
+        flags[seg] = sorted(result.loc[result["flagged"], "segment"].tolist())
+    return flags
+
+
+def all_srm(registry: Registry, dq_assignment: pd.DataFrame,
+            segment_counts: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per experiment. Units counted are exposed, non-bot units with a complete cell
-    (before the flip exclusion, which could itself create imbalance)."""
+    (before the flip exclusion, which could itself create imbalance); per-segment tests use the
+    `agg_cell_stats` segment rows when given."""
     rows = []
     for experiment in registry.experiments:
         if experiment.status == "draft":
@@ -44,15 +67,17 @@ def all_srm(registry: Registry, dq_assignment: pd.DataFrame) -> pd.DataFrame:
             "unexpected_cells": json.dumps(unexpected),
         }
         if total == 0:
-            row.update(chi2=None, df=None, p_value=None, margin_p_values=None, passed=None,
-                       status="no exposed units yet")
+            row.update(chi2=None, df=None, p_value=None, margin_p_values=None, segments_flagged=None,
+                       passed=None, status="no exposed units yet")
         else:
             res = srm_test(obs, [planned[c] for c in cells])
             margins = _margin_p_values(experiment, cells, obs, planned)
             margins_ok = all(p >= SRM_ALPHA for p in margins.values())
+            segment_flags = _segment_flags(experiment, planned, segment_counts)
+            segments_ok = not any(segment_flags.values())
             row.update(chi2=float(res.chi2), df=int(res.df), p_value=float(res.p_value),
-                       margin_p_values=json.dumps(margins),
-                       passed=bool(res.p_value >= SRM_ALPHA and margins_ok and not unexpected),
+                       margin_p_values=json.dumps(margins), segments_flagged=json.dumps(segment_flags),
+                       passed=bool(res.p_value >= SRM_ALPHA and margins_ok and segments_ok and not unexpected),
                        status="ok" if not unexpected else "cells outside the design were exposed")
         rows.append(row)
     return pd.DataFrame(rows)

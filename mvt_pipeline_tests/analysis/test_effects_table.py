@@ -207,3 +207,21 @@ def test_bayes_table_for_primary_metrics(registry):
     assert bayes.prob_best.sum() == pytest.approx(1.0, abs=1e-9)
     best = bayes.sort_values("prob_best").iloc[-1]
     assert best.cell_id == "pricing_banner=discount"
+
+
+def test_srm_per_segment_flags_a_broken_segment(registry):
+    exp = registry.experiment("pricing_abn")
+    planned = planned_cells(exp)
+    cells = sorted(planned)
+    dq = pd.DataFrame({"experiment_id": exp.id, "cell_id": cells, "n_srm_units": [3000, 3000, 3000]})
+    seg = []
+    for country, counts in {"US": [1000, 1000, 1000], "DE": [1000, 1000, 1000], "FR": [1300, 850, 850]}.items():
+        seg += [{"experiment_id": exp.id, "metric": "signup_conversion", "cell_id": c, "segment": "country",
+                 "segment_value": country, "n_units": n} for c, n in zip(cells, counts)]
+    row = all_srm(registry, dq, pd.DataFrame(seg)).set_index("experiment_id").loc[exp.id]
+    import json as _json
+
+    assert _json.loads(row.segments_flagged) == {"country": ["FR"]}
+    fr_p = sps.chisquare([1300, 850, 850])[1]
+    assert fr_p < 0.001 / 3  # the Bonferroni level the flag uses
+    assert row.p_value > 0.99 and not row.passed

@@ -37,7 +37,10 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         dq = conn.execute("select * from marts.dq_assignment").df()
         quantiles = conn.execute("select * from marts.agg_cell_quantiles").df()
         effects = all_effects(registry, cells, agg_cell_quantiles=quantiles)
-        srm = all_srm(registry, dq)
+        segment_counts = conn.execute(
+            "select experiment_id, metric, cell_id, segment, segment_value, n_units from marts.agg_cell_stats"
+            " where segment <> 'overall'").df()
+        srm = all_srm(registry, dq, segment_counts)
         replace_rows(conn, "effects", effects, as_of)
         replace_rows(conn, "srm", srm, as_of)
         replace_rows(conn, "cell_bayes", all_bayes(registry, cells), as_of)
