@@ -99,6 +99,7 @@ def main() -> None:
                        check=True, cwd=ROOT)
         print(f"generated {data} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     truth = json.loads((data / "truth.json").read_text())
+    load_at_start = os.getloadavg()
     results: dict[str, list[dict]] = {}
     for _ in range(args.runs):
         for variant in args.variants.split(","):
@@ -117,6 +118,7 @@ def main() -> None:
     base = statistics.median(r["seconds"] for r in results.get("read_json_bare", [{"seconds": float("nan")}]))
     summary = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+        "load_avg_at_start": load_at_start,
         "load_avg_at_end": os.getloadavg(),
         "lines": truth["counts"]["lines_written"], "files": truth["counts"]["files"],
         "bytes_gz": sum(p.stat().st_size for p in (data / "raw").rglob("*.jsonl.gz")),

@@ -1,12 +1,15 @@
-"""Stage one dump file as rows of `(line_number, line, pre_reason)` in a temp table.
+"""Stage a partition's dump files as rows of `(file_idx, line_number, line, pre_reason)`.
 
 Every format ends up in that one shape so a single validation pass (`validation_sql`) decides what is
 accepted, with the same reason codes whatever the file type:
 
 - JSON lines (`.jsonl`, `.ndjson`, optionally `.gz`) are read by DuckDB's CSV reader as one text
-  column: a malformed line cannot abort the file or vanish, and `row_number() over ()` (a streaming,
-  order-preserving window) gives the physical line number. Blank lines come back as NULL and are
-  skipped later without being counted, but they keep the numbering physical.
+  column: a malformed line cannot abort the file or vanish. All the partition's JSON-lines files are
+  read by one `read_csv` call (DuckDB decompresses several files at once, one per thread) into one
+  temp table in file order (insertion order is preserved), so a row's physical line number is its
+  `rowid` minus the first `rowid` of its file, plus one: no window, no per-file round trip. Blank
+  lines come back as NULL and are skipped later without being counted, but they keep the numbering
+  physical. If DuckDB refuses any file of the batch, the files are read one by one (below).
 - CSV (header row, contract column names, nested `assignment`/`context` as JSON text) and Parquet
   (typed columns, or JSON text for the nested ones) are read natively and each row is rendered as one
   JSON object in SQL, so numbers stay numbers, nested objects stay objects, and extra columns become
@@ -40,6 +43,13 @@ _OBJECT_FIELDS = ("assignment", "context")
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 13))
 
 
+BATCH_TABLE = "_ingest_batch"  # (file_pos, line): JSON-lines files read together, rowid = read order
+OTHER_TABLE = "_ingest_other"  # (file_idx, line_number, line, pre_reason): every other staged file
+_JSONL_OPTIONS = (f"columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x1f', quote = '', escape = '', "
+                  f"auto_detect = false, compression = 'auto', strict_mode = false, "
+                  f"max_line_size = {DUCKDB_MAX_LINE}, null_padding = true")
+
+
 @dataclass
 class StagedFile:
     source: str
@@ -47,6 +57,86 @@ class StagedFile:
     file_format: str
     table: str
     warning: str | None = None  # file-level problem a person should hear about (quarantined whole, truncated...)
+    index: int = 0  # position in the partition's file list (`file_idx` of its staged rows)
+    first_rowid: int = 0  # read in the batch: rowid of its line 1 in BATCH_TABLE
+
+
+def stage_partition(conn: duckdb.DuckDBPyConnection, files: list[tuple[str, Path]]) -> tuple[list[StagedFile], str]:
+    """Stage every (source, path) of a partition; returns one StagedFile per file (same order) and
+    the SQL of the relation `(file_idx, line_number, line, pre_reason)` holding all their lines.
+    Never raises for bad content (that becomes rows). Temp tables: `drop_staging` removes them."""
+    conn.execute(f"create or replace temp table {OTHER_TABLE} (file_idx integer, line_number bigint, line varchar, "
+                 "pre_reason varchar)")
+    staged = [StagedFile(source, path, file_format(path) or "unknown", OTHER_TABLE, index=i)
+              for i, (source, path) in enumerate(files)]
+    batch = []
+    for s in staged:
+        if s.file_format == "jsonl" and s.path.stat().st_size > 0 and not _looks_binary(s.path):
+            batch.append(s)
+        else:
+            _stage_alone(conn, s)
+    batch = _read_json_batch(conn, batch)
+    if not batch:
+        return staged, f"select * from {OTHER_TABLE}"
+    positions = "[" + ", ".join(str(s.index) for s in batch) + "]"
+    offsets = "[" + ", ".join(str(s.first_rowid) for s in batch) + "]"
+    lines = (f"select {positions}[file_pos + 1] as file_idx, rowid - {offsets}[file_pos + 1] + 1 as line_number, "
+             f"line, null::varchar as pre_reason from {BATCH_TABLE} union all select * from {OTHER_TABLE}")
+    return staged, lines
+
+
+def drop_staging(conn: duckdb.DuckDBPyConnection) -> None:
+    for table in (BATCH_TABLE, OTHER_TABLE, "_typed_rows", "_stage_one"):
+        conn.execute(f"drop table if exists {table}")
+
+
+def _stage_alone(conn, staged: StagedFile, whole_file_reason: tuple[str, str] | None = None) -> None:
+    """Stage one file on its own (CSV, Parquet, whole-file problems, JSON lines DuckDB refused) into
+    OTHER_TABLE; `whole_file_reason` = (reason, message) quarantines it whole without reading it."""
+    try:
+        if whole_file_reason:
+            staged.table = "_stage_one"
+            _whole_file(conn, staged, *whole_file_reason)
+        else:
+            stage_file(conn, staged.source, staged.path, "_stage_one", staged)
+        conn.execute(f"insert into {OTHER_TABLE} select ?, line_number, line, pre_reason from _stage_one", [staged.index])
+    finally:
+        conn.execute("drop table if exists _stage_one")
+        staged.table = OTHER_TABLE
+
+
+def _read_json_batch(conn, batch: list[StagedFile]) -> list[StagedFile]:
+    """Read `batch` with one `read_csv` call into BATCH_TABLE; returns the files staged there (each
+    with `first_rowid`). Files DuckDB refuses, and blank-only files, are staged alone instead."""
+    conn.execute(f"create or replace temp table {BATCH_TABLE} (file_pos integer, line varchar)")
+    if not batch:
+        return []
+    preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
+    try:
+        conn.execute("set preserve_insertion_order = true")  # rowid must follow the files' line order
+        conn.execute(f"create or replace temp table {BATCH_TABLE} as select file_index::integer as file_pos, line "
+                     f"from read_csv(?, {_JSONL_OPTIONS})", [[str(s.path) for s in batch]])
+        stats = {pos: (lo, hi, n, nonblank) for pos, lo, hi, n, nonblank in conn.execute(
+            f"select file_pos, min(rowid), max(rowid), count(*), count(line) from {BATCH_TABLE} group by 1").fetchall()}
+    except duckdb.Error:
+        stats = None  # some file is refused (invalid UTF-8, truncated gzip, huge line): read one by one
+    finally:
+        conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
+    if stats is None or any(hi - lo + 1 != n for lo, hi, n, _ in stats.values()):
+        conn.execute(f"create or replace temp table {BATCH_TABLE} (file_pos integer, line varchar)")
+        for s in batch:
+            _stage_alone(conn, s)
+        return []
+    kept = []
+    for pos, s in enumerate(batch):
+        lo, _hi, _n, nonblank = stats.get(pos, (0, 0, 0, 0))
+        if nonblank == 0:  # its rows (all blank) are skipped by validation; the file is one empty_file row
+            _stage_alone(conn, s, ("empty_file", "no lines (empty or blank-only content)"))
+            continue
+        s.first_rowid = lo
+        s.table = BATCH_TABLE
+        kept.append(s)
+    return kept
 
 
 def file_format(path: Path) -> str | None:
@@ -60,10 +150,14 @@ def file_format(path: Path) -> str | None:
     return None
 
 
-def stage_file(conn: duckdb.DuckDBPyConnection, source: str, path: Path, table: str) -> StagedFile:
-    """Create temp table `table` for `path`; never raises for bad content (that becomes rows)."""
+def stage_file(conn: duckdb.DuckDBPyConnection, source: str, path: Path, table: str,
+               staged: StagedFile | None = None) -> StagedFile:
+    """Create temp table `table(line_number, line, pre_reason)` for `path` alone; never raises for
+    bad content (that becomes rows). `staged`, if given, is updated (warning) and returned."""
     fmt = file_format(path) or "unknown"
-    staged = StagedFile(source, path, fmt, table)
+    if staged is None:
+        staged = StagedFile(source, path, fmt, table)
+    staged.table = table
     if path.stat().st_size == 0:
         return _whole_file(conn, staged, "empty_file", "empty file (0 bytes)")
     if fmt == "jsonl" and _looks_binary(path):
@@ -109,16 +203,8 @@ def _looks_binary(path: Path, sample: int = 65536) -> bool:
 
 
 def _read_json_lines(conn, path: Path, table: str) -> None:
-    conn.execute(
-        f"""
-        create or replace temp table {table} as
-        select row_number() over () as line_number, line, null::varchar as pre_reason
-        from read_csv(?, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x1f', quote = '',
-                      escape = '', auto_detect = false, compression = 'auto', strict_mode = false,
-                      max_line_size = {DUCKDB_MAX_LINE}, null_padding = true)
-        """,
-        [str(path)],
-    )
+    conn.execute(f"create or replace temp table {table} as select row_number() over () as line_number, line, "
+                 f"null::varchar as pre_reason from read_csv(?, {_JSONL_OPTIONS})", [str(path)])
 
 
 def _json_value_sql(name: str, sql_type: str) -> str:

@@ -4,8 +4,10 @@
 Steps, and why in this order:
 1. fingerprint the partition's files and compare with `raw.ingest_log` (manifest): unchanged means
    a no-op (`skipped_unchanged=True`) unless `force=True`;
-2. stage and validate every file into temp tables *before* any write: reading is where errors
-   happen, and a failed statement inside a DuckDB transaction aborts the whole transaction;
+2. stage every file of the partition (`stage_partition`: the JSON-lines files with one `read_csv`
+   call) and validate all their lines with one statement into a temp table, *before* any write:
+   reading is where errors happen, and a failed statement inside a DuckDB transaction aborts the
+   whole transaction; one aggregate over that table gives every file's counts;
 3. in one transaction, delete the partition's rows from the three raw tables and insert the new
    ones, so re-materializing replaces the partition atomically (no duplicates, ever).
 
@@ -25,9 +27,9 @@ from pathlib import Path
 import duckdb
 
 from ..registry import Registry
-from .file_readers import ALL_SUFFIXES, StagedFile, file_format, stage_file
-from .manifest import FileFingerprint, fingerprint_files, partition_unchanged, registry_levels, rules_fingerprint
-from .validation_sql import checked_table_sql
+from .file_readers import ALL_SUFFIXES, drop_staging, file_format, stage_partition
+from .manifest import fingerprint_files, partition_unchanged, registry_levels, rules_fingerprint
+from .validation_sql import checked_select_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
 PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -119,22 +121,27 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
     return found
 
 
-def _validate(conn, staged: StagedFile, fp: FileFingerprint, checked: str, levels) -> FileResult:
-    try:
-        conn.execute(checked_table_sql(staged.table, checked, levels))
-    finally:
-        conn.execute(f"drop table if exists {staged.table}")
+CHECKED_TABLE = "_ingest_checked"
+
+
+def _file_results(conn, staged, fingerprints) -> list[FileResult]:
+    """Per-file counts from the checked table, in one aggregate."""
     pii_sums = ", ".join(f"coalesce(sum(pii_{k}) filter (where reason is null), 0)" for k in PII_KINDS)
-    row = conn.execute(f"select count(*), count(*) filter (where reason is null), {pii_sums} from {checked}").fetchone()
-    read, accepted, *pii = (int(x) for x in row)
-    lost = conn.execute(f"select count(*) from {checked} where line_number is null or reason = 'truncated_file'"
-                        ).fetchone()[0] > 0
-    return FileResult(
-        path=str(fp.path), source=fp.source, rows_read=read, rows_accepted=accepted, rows_quarantined=read - accepted,
-        pii_redactions=sum(pii), error=staged.warning if lost else None, warning=staged.warning,
-        file_format=staged.file_format, pii_by_kind=dict(zip(PII_KINDS, pii)), size_bytes=fp.size_bytes,
-        sha256=fp.sha256,
-    )
+    rows = conn.execute(
+        f"select file_idx, count(*), count(*) filter (where reason is null), "
+        f"count(*) filter (where line_number is null or reason = 'truncated_file') > 0, {pii_sums} "
+        f"from {CHECKED_TABLE} group by 1").fetchall()
+    by_file = {r[0]: r[1:] for r in rows}
+    results = []
+    for s, fp in zip(staged, fingerprints):
+        read, accepted, lost, *pii = by_file.get(s.index, (0, 0, False) + (0,) * len(PII_KINDS))
+        pii = [int(x) for x in pii]
+        results.append(FileResult(
+            path=str(fp.path), source=fp.source, rows_read=int(read), rows_accepted=int(accepted),
+            rows_quarantined=int(read) - int(accepted), pii_redactions=sum(pii),
+            error=s.warning if lost else None, warning=s.warning, file_format=s.file_format,
+            pii_by_kind=dict(zip(PII_KINDS, pii)), size_bytes=fp.size_bytes, sha256=fp.sha256))
+    return results
 
 
 def _summary_from_log(conn, partition: str) -> list[FileResult]:
@@ -174,53 +181,57 @@ def ingest_partition(
     levels = registry_levels(registry)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     summary = IngestSummary(partition=partition)
-    checked_tables: list[tuple[FileFingerprint, str, FileResult]] = []
+    preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
     try:
-        for i, fp in enumerate(fingerprints):
-            staged = stage_file(conn, fp.source, fp.path, f"_lines_{i}")
-            checked = f"_checked_{i}"
-            result = _validate(conn, staged, fp, checked, levels)
-            checked_tables.append((fp, checked, result))
-            summary.files.append(result)
+        staged, lines = stage_partition(conn, [(fp.source, fp.path) for fp in fingerprints])
+        # every row carries its file and line number, so row order is free: lets DuckDB write in parallel
+        conn.execute("set preserve_insertion_order = false")
+        conn.execute(f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(f'({lines})', levels)}")
+        drop_staging(conn)
+        summary.files = _file_results(conn, staged, fingerprints)
         conn.execute("begin transaction")
         try:
             for table in ("raw.events", "raw.quarantine", "raw.ingest_log"):
                 conn.execute(f"delete from {table} where dt = ?::date", [partition])
-            for fp, checked, result in checked_tables:
-                _write_file(conn, fp, checked, result, partition, now, rules)
+            _write_partition(conn, summary.files, partition, now, rules)
             conn.execute("commit")
         except Exception:
             conn.execute("rollback")
             raise
     finally:
-        for i in range(len(fingerprints)):
-            conn.execute(f"drop table if exists _lines_{i}")
-            conn.execute(f"drop table if exists _checked_{i}")
+        conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
+        drop_staging(conn)
+        conn.execute(f"drop table if exists {CHECKED_TABLE}")
     summary.reasons = _reasons(conn, partition)
     return summary
 
 
-def _write_file(conn, fp: FileFingerprint, checked: str, result: FileResult, partition: str, now, rules: str) -> None:
+def _write_partition(conn, results: list[FileResult], partition: str, now, rules: str) -> None:
+    """Insert the checked rows of every file (`file_idx` = position in `results`) and the log rows."""
     pii_cols = ", ".join(f"pii_{k}" for k in PII_KINDS)
+    sources = [r.source for r in results]
+    paths = [r.path for r in results]
     conn.execute(
         f"""
         insert into raw.events ({_EVENT_COLUMNS})
         select event_id, event_type, ts, received_at, unit_id, device_id, session_id, seq, experiment_id,
-               assignment::json, cell_id, hash_version, metric, value, context::json, extra::json,
-               {' + '.join(f'pii_{k}' for k in PII_KINDS)}, payload_hash, ?, ?, line_number, ?::date, ?, {pii_cols}
-        from {checked} where reason is null
+               assignment, cell_id, hash_version, metric, value, context, extra,
+               {' + '.join(f'pii_{k}' for k in PII_KINDS)}, payload_hash, $sources[file_idx + 1],
+               $paths[file_idx + 1], line_number, $dt::date, $now, {pii_cols}
+        from {CHECKED_TABLE} where reason is null
         """,
-        [fp.source, str(fp.path), partition, now],
+        {"sources": sources, "paths": paths, "dt": partition, "now": now},
     )
     conn.execute(
-        "insert into raw.quarantine select ?, ?, line_number, reason, raw, ?::date, ? from "
-        f"{checked} where reason is not null",
-        [fp.source, str(fp.path), partition, now],
+        f"insert into raw.quarantine select $sources[file_idx + 1], $paths[file_idx + 1], line_number, reason, raw, "
+        f"$dt::date, $now from {CHECKED_TABLE} where reason is not null",
+        {"sources": sources, "paths": paths, "dt": partition, "now": now},
     )
-    conn.execute(
-        f"insert into raw.ingest_log ({_LOG_COLUMNS}) values (?, ?, ?::date, ?, ?, ?, ?, ?, ?, ?, "
-        f"{', '.join('?' for _ in PII_KINDS)}, ?, ?, ?, ?)",
-        [str(fp.path), fp.source, partition, fp.size_bytes, fp.sha256, result.rows_read, result.rows_accepted,
-         result.rows_quarantined, result.pii_redactions, now, *(result.pii_by_kind[k] for k in PII_KINDS),
-         result.file_format or file_format(fp.path), result.error, result.warning, rules],
-    )
+    if results:
+        conn.executemany(
+            f"insert into raw.ingest_log ({_LOG_COLUMNS}) values (?, ?, ?::date, ?, ?, ?, ?, ?, ?, ?, "
+            f"{', '.join('?' for _ in PII_KINDS)}, ?, ?, ?, ?)",
+            [[r.path, r.source, partition, r.size_bytes, r.sha256, r.rows_read, r.rows_accepted, r.rows_quarantined,
+              r.pii_redactions, now, *(r.pii_by_kind[k] for k in PII_KINDS),
+              r.file_format or file_format(Path(r.path)), r.error, r.warning, rules] for r in results],
+        )

@@ -4,8 +4,13 @@ Why it is shaped this way (it is the hot path, see docs/benchmarks.md):
 - each line is parsed once by `json_extract(line, [all known paths])`, which returns the JSON text of
   every known field; types are then read from the first character of that text (`"` string, digit or
   `-` number, `{` object...) instead of calling a JSON function per field; only strings are unescaped;
-- `json_keys` (a second, cheap parse) tells whether the line has unknown fields, and only those lines
-  pay for `json_merge_patch`, which builds `extra` without the known keys;
+- unknown fields cost no second parse on compact lines: a line is exactly `{` + its known members,
+  in contract order, joined by `,` + `}` (rebuilt from the fragments and compared byte for byte) when
+  it has no unknown field; only the lines that differ (unknown fields, other key order, whitespace,
+  escapes, numbers written another way) pay for `json_keys`, and only those with an unknown key pay
+  for `json_merge_patch`, which builds `extra` without the known keys;
+- the fragments stay typed JSON, so `assignment`, `context` and `extra` reach `raw.events` without
+  being re-validated by a VARCHAR -> JSON cast (only redacted values are cast back);
 - PII patterns run as one combined RE2 scan per row; only rows that match (rare) pay for the per-kind
   counts and replacements.
 The CASE order of the reasons is the contract: the first problem found is the one reported.
@@ -40,12 +45,13 @@ _ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values())
 
 
 def _j(field: str) -> str:
-    return f"j[{KNOWN_FIELDS.index(field) + 1}]"
+    """JSON text of a known field as VARCHAR (a JSON -> VARCHAR cast is free; the reverse parses)."""
+    return f"(j[{KNOWN_FIELDS.index(field) + 1}]::varchar)"
 
 
 def _unquote(frag: str) -> str:
     """String value of a JSON string fragment; the JSON parser is needed only for escapes."""
-    return f"case when contains({frag}, '\\') then {frag}->>'$' else {frag}[2:-2] end"
+    return f"case when contains({frag}, '\\') then {frag}->>'$' else substr({frag}, 2, length({frag}) - 2) end"
 
 
 def _field_sql() -> str:
@@ -64,6 +70,8 @@ def _field_sql() -> str:
                f"then try_cast({_j('value')} as double) end as value")
     out.append(f"{_j('assignment')} as assignment_text")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_j('context')} end as context_text")
+    out.append(f"j[{KNOWN_FIELDS.index('assignment') + 1}] as assignment_json")
+    out.append(f"case when left({_j('context')}, 1) = '{{' then j[{KNOWN_FIELDS.index('context') + 1}] end as context_json")
     return ",\n        ".join(out)
 
 
@@ -126,9 +134,20 @@ def _sql_list(items) -> str:
     return "[" + ", ".join("'" + str(x).replace("'", "''") + "'" for x in items) + "]::varchar[]"
 
 
-def checked_table_sql(lines_table: str, checked_table: str, levels: list[tuple[str, str, str]]) -> str:
-    """SQL creating `checked_table` (one row per non-blank line, `reason` NULL = accepted) from
-    `lines_table(line_number, line, pre_reason)`. `levels` are the registry's (experiment, factor,
+def _compact_line_sql() -> str:
+    """The line as it would read with exactly its known members, compact, in contract order (an
+    absent member vanishes: `||` with NULL gives NULL and `concat` skips NULLs). A line without
+    `event_id` never equals it (it would start with `{,`): that only sends it to `json_keys`."""
+    members = []
+    for i, f in enumerate(KNOWN_FIELDS):
+        sep = "{" if i == 0 else ","
+        members.append(f"'{sep}\"{f}\":' || j[{i + 1}]::varchar")
+    return f"concat({', '.join(members)}, '}}')"
+
+
+def checked_select_sql(lines: str, levels: list[tuple[str, str, str]]) -> str:
+    """SELECT of one row per non-blank line (`reason` NULL = accepted) from the relation `lines`
+    `(file_idx, line_number, line, pre_reason)`. `levels` are the registry's (experiment, factor,
     level) triples, inlined as constant lists so checking an assignment needs no join."""
     paths = "[" + ", ".join(f"'$.{f}'" for f in KNOWN_FIELDS) + "]"
     known = _sql_list(KNOWN_FIELDS)
@@ -144,30 +163,35 @@ def checked_table_sql(lines_table: str, checked_table: str, levels: list[tuple[s
         f"case when ctx_pii then {c} else 0 end + case when ext_pii then {e} else 0 end as pii_{k}"
         for k, c, e in zip(kinds, ctx_counts, ext_counts))
     return f"""
-create or replace temp table {checked_table} as
-with base as (
-    select line_number, line, pre_reason,
+with base as not materialized (
+    select file_idx, line_number, line, pre_reason,
         case when pre_reason is not null or strlen(line) > {MAX_LINE_BYTES} or contains(line, chr(0)) then false
              when left(line, 1) = '{{' or left(ltrim(line), 1) = '{{' then json_valid(line)
              else false end as ok_json
-    from {lines_table}
+    from {lines}
     where pre_reason is not null or (line is not null and (left(line, 1) = '{{' or trim(line) <> ''))
-), parsed as (
-    select line_number, line, pre_reason, ok_json,
-        json_extract(case when ok_json then line end, {paths})::varchar[] as j,
-        not list_has_all({known}, json_keys(case when ok_json then line end)) as has_extra
+), parsed as not materialized (
+    select file_idx, line_number, line, pre_reason, ok_json,
+        json_extract(case when ok_json then line end, {paths}) as j
     from base
-), fields as (
-    select line_number, line, pre_reason, ok_json, has_extra,
-        {_field_sql()},
-        case when has_extra then json_merge_patch(line, '{nulls}')::varchar end as extra_text
+), keyed as not materialized (
+    select *,
+        case when not ok_json then false
+             when line = {_compact_line_sql()} then false
+             else not list_has_all({known}, json_keys(line)) end as has_extra
     from parsed
-), typed as (
+), fields as not materialized (
+    select file_idx, line_number, line, pre_reason, ok_json, has_extra,
+        {_field_sql()},
+        case when has_extra then json_merge_patch(line, '{nulls}') end as extra_json
+    from keyed
+), typed as not materialized (
     select *,
         try_cast(ts_text as timestamptz)::timestamp as ts,
         try_cast(received_at_text as timestamptz)::timestamp as received_at,
         coalesce(regexp_matches(context_text, '{_ANY_PII}'), false) as ctx_pii,
-        coalesce(regexp_matches(extra_text, '{_ANY_PII}'), false) as ext_pii,
+        extra_json::varchar as extra_text,
+        coalesce(regexp_matches(extra_json::varchar, '{_ANY_PII}'), false) as ext_pii,
         case when event_type_text = 'exposure' then list_contains({experiments}, experiment_id) end
             as known_experiment,
         case when event_type_text = 'exposure' and k_assignment = '{{' then not list_has_all({pairs},
@@ -175,21 +199,22 @@ with base as (
                            lambda e: concat(experiment_id, chr(31), e.key, chr(31), coalesce(e.value::varchar, 'null'))))
         end as bad_level
     from fields
-), decided as (
+), decided as not materialized (
     select *, {_reason_sql()} as reason from typed
 )
 select
+    file_idx,
     line_number,
     reason,
     case when reason is not null then left(replace(line, chr(0), '\\0'), {RAW_SNIPPET_CHARS}) end as raw,
     event_id, event_type_text as event_type, ts, received_at, unit_id, device_id, session_id, seq,
     experiment_id,
-    case when event_type_text = 'exposure' then assignment_text end as assignment,
+    case when event_type_text = 'exposure' then assignment_json end as assignment,
     cell_id, hash_version,
     case when event_type_text = 'metric' then metric_text end as metric,
     case when event_type_text = 'metric' then value end as value,
-    case when ctx_pii then {ctx_red} else context_text end as context,
-    case when ext_pii then {ext_red} else extra_text end as extra,
+    case when ctx_pii then ({ctx_red})::json else context_json end as context,
+    case when ext_pii then ({ext_red})::json else extra_json end as extra,
     {per_kind},
     hash(event_type_text, ts_text, unit_id, device_id, session_id, seq, experiment_id, assignment_text,
          metric_text, value, context_text)::varchar as payload_hash
