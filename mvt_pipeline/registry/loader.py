@@ -34,26 +34,26 @@ def _format(path: Path, key: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _validate_each(path: Path, key: str, ident: str, raws: list, model):
+    """Validate each entry on its own, so the error names the entry's index and id."""
+    out = []
+    for i, raw in enumerate(raws):
+        try:
+            out.append(model.model_validate(raw))
+        except ValidationError as exc:
+            name = raw.get(ident, "?") if isinstance(raw, dict) else "?"
+            raise RegistryError(_format(path, f"{key}[{i}] ({ident}={name})", exc)) from exc
+    return out
+
+
 def load_registry(registry_dir: str | Path) -> Registry:
     registry_dir = Path(registry_dir)
     exp_path = registry_dir / "experiments.yaml"
     met_path = registry_dir / "metrics.yaml"
     raw_exps = _read_yaml(exp_path).get("experiments") or []
     raw_mets = _read_yaml(met_path).get("metrics") or []
-    experiments: list[Experiment] = []
-    for i, raw in enumerate(raw_exps):
-        try:
-            experiments.append(Experiment.model_validate(raw))
-        except ValidationError as exc:
-            ident = raw.get("id", "?") if isinstance(raw, dict) else "?"
-            raise RegistryError(_format(exp_path, f"experiments[{i}] (id={ident})", exc)) from exc
-    metrics: list[Metric] = []
-    for i, raw in enumerate(raw_mets):
-        try:
-            metrics.append(Metric.model_validate(raw))
-        except ValidationError as exc:
-            ident = raw.get("name", "?") if isinstance(raw, dict) else "?"
-            raise RegistryError(_format(met_path, f"metrics[{i}] (name={ident})", exc)) from exc
+    experiments = _validate_each(exp_path, "experiments", "id", raw_exps, Experiment)
+    metrics = _validate_each(met_path, "metrics", "name", raw_mets, Metric)
     try:
         return Registry(experiments=experiments, metrics=metrics)
     except ValidationError as exc:
