@@ -20,8 +20,13 @@ def _materialize(defs, selection, instance, partition_key=None, as_of=None) -> N
     job = dg.define_asset_job("__demo", selection=selection)
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("__demo")
     tags = {"mvt/as_of": as_of} if as_of else None
-    result = resolved.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
-                                         raise_on_error=False)
+    # Warnings and errors only on the console: the full event log is in the UI (make ui).
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    result = resolved.execute_in_process(run_config=quiet, instance=instance, partition_key=partition_key,
+                                         tags=tags, raise_on_error=False)
+    for check in result.get_asset_check_evaluations():
+        if not check.passed:
+            print(f"   check {check.asset_key.to_user_string()}.{check.check_name}: {check.severity.value}")
     if not result.success:
         raise SystemExit(f"run {result.run_id} failed; see its logs above or in the Dagster UI (make ui)")
 
