@@ -7,7 +7,8 @@ Steps, and why in this order:
 2. stage every file of the partition (`stage_partition`: the JSON-lines files with one `read_csv`
    call) and validate all their lines with one statement into a temp table, *before* any write:
    reading is where errors happen, and a failed statement inside a DuckDB transaction aborts the
-   whole transaction; one aggregate over that table gives every file's counts;
+   whole transaction; PII is then looked for once per distinct `context` / `extra` text and the
+   hits joined back (view `_ingest_rows`); one aggregate over that view gives every file's counts;
 3. in one transaction, delete the partition's rows from the three raw tables and insert the new
    ones, so re-materializing replaces the partition atomically (no duplicates, ever).
 
@@ -29,7 +30,7 @@ import duckdb
 from ..registry import Registry
 from .file_readers import ALL_SUFFIXES, drop_staging, file_format, stage_partition
 from .manifest import fingerprint_files, partition_unchanged, registry_levels, rules_fingerprint
-from .validation_sql import checked_select_sql
+from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_hits_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
 PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -122,6 +123,7 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
 
 
 CHECKED_TABLE = "_ingest_checked"
+ROWS_VIEW = "_ingest_rows"  # CHECKED_TABLE with the PII redactions applied
 
 
 def _file_results(conn, staged, fingerprints) -> list[FileResult]:
@@ -130,7 +132,7 @@ def _file_results(conn, staged, fingerprints) -> list[FileResult]:
     rows = conn.execute(
         f"select file_idx, count(*), count(*) filter (where reason is null), "
         f"count(*) filter (where line_number is null or reason = 'truncated_file') > 0, {pii_sums} "
-        f"from {CHECKED_TABLE} group by 1").fetchall()
+        f"from {ROWS_VIEW} group by 1").fetchall()
     by_file = {r[0]: r[1:] for r in rows}
     results = []
     for s, fp in zip(staged, fingerprints):
@@ -188,6 +190,12 @@ def ingest_partition(
         conn.execute("set preserve_insertion_order = false")
         conn.execute(f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(f'({lines})', levels)}")
         drop_staging(conn)
+        # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
+        # the view the per-file counts and the inserts read (no join at all when nothing matched)
+        for stmt in pii_hits_sql(CHECKED_TABLE):
+            conn.execute(stmt)
+        cols = {c for (c,) in conn.execute(f"select distinct col from {PII_HITS_TABLE}").fetchall()}
+        conn.execute(f"create or replace temp view {ROWS_VIEW} as {pii_applied_sql(CHECKED_TABLE, cols)}")
         summary.files = _file_results(conn, staged, fingerprints)
         conn.execute("begin transaction")
         try:
@@ -201,7 +209,10 @@ def ingest_partition(
     finally:
         conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
         drop_staging(conn)
+        conn.execute(f"drop view if exists {ROWS_VIEW}")
         conn.execute(f"drop table if exists {CHECKED_TABLE}")
+        conn.execute(f"drop table if exists {PII_HITS_TABLE}")
+        conn.execute(f"drop table if exists {PII_TEXTS_TABLE}")
     summary.reasons = _reasons(conn, partition)
     return summary
 
@@ -218,7 +229,7 @@ def _write_partition(conn, results: list[FileResult], partition: str, now, rules
                assignment, cell_id, hash_version, metric, value, context, extra,
                {' + '.join(f'pii_{k}' for k in PII_KINDS)}, payload_hash, $sources[file_idx + 1],
                $paths[file_idx + 1], line_number, $dt::date, $now, {pii_cols}
-        from {CHECKED_TABLE} where reason is null
+        from {ROWS_VIEW} where reason is null
         """,
         {"sources": sources, "paths": paths, "dt": partition, "now": now},
     )

@@ -11,8 +11,10 @@ Why it is shaped this way (it is the hot path, see docs/benchmarks.md):
   for `json_merge_patch`, which builds `extra` without the known keys;
 - the fragments stay typed JSON, so `assignment`, `context` and `extra` reach `raw.events` without
   being re-validated by a VARCHAR -> JSON cast (only redacted values are cast back);
-- PII patterns run as one combined RE2 scan per row; only rows that match (rare) pay for the per-kind
-  counts and replacements.
+- PII is not scanned per row: `context`/`extra` texts repeat (per unit, device, app version), so
+  `pii_hits_sql` scans each DISTINCT text once with one combined RE2 pattern after the checked table
+  is built; only the texts that match (rare) pay for the per-kind counts and replacements, and
+  `pii_applied_sql` joins them back (no join when nothing matched).
 The CASE order of the reasons is the contract: the first problem found is the one reported.
 """
 
@@ -65,7 +67,8 @@ def _field_sql() -> str:
         out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
                    f"when regexp_full_match({_j(f)}, '-?[0-9]+') then {_j(f)} end as {f}")
     out.append(f"case when (left({_j('seq')}, 1) between '0' and '9' or left({_j('seq')}, 1) = '-') "
-               f"and not regexp_matches({_j('seq')}, '[.eE]') then try_cast({_j('seq')} as bigint) end as seq")
+               f"and not (contains({_j('seq')}, '.') or contains({_j('seq')}, 'e') or contains({_j('seq')}, 'E')) "
+               f"then try_cast({_j('seq')} as bigint) end as seq")
     out.append(f"case when left({_j('value')}, 1) between '0' and '9' or left({_j('value')}, 1) in ('-', 'N', 'I') "
                f"then try_cast({_j('value')} as double) end as value")
     out.append(f"{_j('assignment')} as assignment_text")
@@ -156,12 +159,7 @@ def checked_select_sql(lines: str, levels: list[tuple[str, str, str]]) -> str:
     pairs = _sql_list(sorted(f"{e}\x1f{f}\x1f" + '"' + lv.replace("\\", "\\\\").replace('"', '\\"') + '"'
                              for e, f, lv in levels) or [""])
     nulls = "{" + ", ".join(f'"{f}": null' for f in KNOWN_FIELDS) + "}"
-    ctx_red, ctx_counts = _pii_chain("context_text")
-    ext_red, ext_counts = _pii_chain("extra_text")
-    kinds = list(PII_PATTERNS)
-    per_kind = ",\n        ".join(
-        f"case when ctx_pii then {c} else 0 end + case when ext_pii then {e} else 0 end as pii_{k}"
-        for k, c, e in zip(kinds, ctx_counts, ext_counts))
+    per_kind = ",\n        ".join(f"0::bigint as pii_{k}" for k in PII_KINDS)  # PII: see pii_hits_sql / pii_applied_sql
     return f"""
 with base as not materialized (
     select file_idx, line_number, line, pre_reason,
@@ -189,9 +187,6 @@ with base as not materialized (
     select *,
         try_cast(ts_text as timestamptz)::timestamp as ts,
         try_cast(received_at_text as timestamptz)::timestamp as received_at,
-        coalesce(regexp_matches(context_text, '{_ANY_PII}'), false) as ctx_pii,
-        extra_json::varchar as extra_text,
-        coalesce(regexp_matches(extra_json::varchar, '{_ANY_PII}'), false) as ext_pii,
         case when event_type_text = 'exposure' then list_contains({experiments}, experiment_id) end
             as known_experiment,
         case when event_type_text = 'exposure' and k_assignment = '{{' then not list_has_all({pairs},
@@ -213,10 +208,46 @@ select
     cell_id, hash_version,
     case when event_type_text = 'metric' then metric_text end as metric,
     case when event_type_text = 'metric' then value end as value,
-    case when ctx_pii then ({ctx_red})::json else context_json end as context,
-    case when ext_pii then ({ext_red})::json else extra_json end as extra,
+    context_json as context,
+    extra_json as extra,
     {per_kind},
     hash(event_type_text, ts_text, unit_id, device_id, session_id, seq, experiment_id, assignment_text,
          metric_text, value, context_text)::varchar as payload_hash
 from decided
 """
+
+
+PII_HITS_TABLE = "_ingest_pii_hits"
+PII_TEXTS_TABLE = "_ingest_pii_texts"
+
+
+def pii_hits_sql(table: str) -> list[str]:
+    """Statements building the temp table `(col, t, redacted, n_<kind>...)` of the distinct
+    `context` / `extra` texts of `table` (the checked rows, PII counts 0) that hold PII: each distinct
+    text is scanned once. Two statements on purpose: in one, DuckDB pushes the regex filter below the
+    DISTINCT (even out of a MATERIALIZED CTE), onto every row."""
+    red, counts = _pii_chain("t")
+    per_kind = ", ".join(f"{c} as n_{k}" for k, c in zip(PII_PATTERNS, counts))
+    return [f"""
+        create or replace temp table {PII_TEXTS_TABLE} as
+        select distinct 'context' as col, context::varchar as t from {table} where context is not null
+        union all select distinct 'extra', extra::varchar from {table} where extra is not null""", f"""
+        create or replace temp table {PII_HITS_TABLE} as
+        select col, t, ({red})::json as redacted, {per_kind}
+        from {PII_TEXTS_TABLE} where regexp_matches(t, '{_ANY_PII}')""", f"drop table {PII_TEXTS_TABLE}"]
+
+
+def pii_applied_sql(table: str, cols: set[str]) -> str:
+    """SELECT of `table` with the hits of the columns `cols` applied: redacted `context` / `extra`
+    and per-kind counts (a row's counts are the sum over its `context` and its `extra`)."""
+    if not cols:
+        return f"select * from {table}"
+    joins, replaced = [], []
+    for col in sorted(cols):
+        joins.append(f"left join (select * from {PII_HITS_TABLE} where col = '{col}') h_{col} "
+                     f"on c.{col}::varchar = h_{col}.t")
+        replaced.append(f"coalesce(h_{col}.redacted, c.{col}) as {col}")
+    for k in PII_KINDS:
+        replaced.append(" + ".join([f"c.pii_{k}"] + [f"coalesce(h_{col}.n_{k}, 0)" for col in sorted(cols)])
+                        + f" as pii_{k}")
+    return f"select c.* replace ({', '.join(replaced)}) from {table} c {' '.join(joins)}"
