@@ -1,4 +1,5 @@
-"""Heterogeneous effects for every experiment x primary/secondary mean metric x registry segment:
+"""Heterogeneous effects for every experiment x metric (means, proportions, counts and ratios;
+quantile metrics have no per-segment inputs yet and are listed as skipped) x registry segment:
 per-segment effects, Cochran's Q heterogeneity, BH across segments and empirical-Bayes shrinkage
 (the engine is `stats.segment_effects`; this module only selects and labels the inputs)."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..registry import Registry
-from ..stats import COVARIATE_COLUMNS, segment_effects
+from ..stats import RATIO_COLUMNS, segment_effects
 from .cells import split_cell_ids
 from .effects_table import MEAN_KINDS
 
@@ -23,24 +24,28 @@ def all_hte(registry: Registry, agg_cell_stats: pd.DataFrame) -> tuple[pd.DataFr
         factors = {f.name: list(f.levels) for f in exp.factors}
         control = {f.name: f.control for f in exp.factors}
         for metric_name, role in exp.metrics.by_role():
-            if role == "guardrail" or registry.metric(metric_name).kind not in MEAN_KINDS:
+            kind = registry.metric(metric_name).kind
+            if kind not in MEAN_KINDS | {"ratio"}:
+                skipped[f"{exp.id}/{metric_name}"] = f"{kind} metrics: no per-segment inputs yet"
                 continue
+            stat_cols = list(RATIO_COLUMNS[1:]) if kind == "ratio" else ["sum", "sum_sq"]
             for seg in exp.segments:
                 rows = agg_cell_stats[(agg_cell_stats["experiment_id"] == exp.id)
                                       & (agg_cell_stats["metric"] == metric_name)
-                                      & (agg_cell_stats["segment"] == seg) & (agg_cell_stats["n"] > 0)]
+                                      & (agg_cell_stats["segment"] == seg) & (agg_cell_stats["n_units"] > 0)]
                 label = f"{exp.id}/{metric_name}/{seg}"
                 if rows.empty:
                     skipped[label] = "no units yet"
                     continue
-                frame = pd.concat([split_cell_ids(rows["cell_id"], exp),
-                                   rows[["n", "sum", "sum_sq", *COVARIATE_COLUMNS]].astype(float)], axis=1)
+                frame = pd.concat([split_cell_ids(rows["cell_id"], exp), rows[stat_cols].astype(float)], axis=1)
+                frame["n"] = rows["n_units" if kind == "ratio" else "n"].astype(float).to_numpy()
                 frame[seg] = rows["segment_value"].astype(str).to_numpy()
                 try:
                     result = segment_effects(
-                        frame.drop(columns=list(COVARIATE_COLUMNS)), factors, seg, control=control,
-                        alpha=exp.alpha, generators=exp.design.generators, codes=exp.factor_codes(),
-                        min_cell_units=exp.min_units_per_cell)
+                        frame, factors, seg, control=control, alpha=exp.alpha,
+                        generators=exp.design.generators, codes=exp.factor_codes(),
+                        min_cell_units=exp.min_units_per_cell,
+                        metric_kind="ratio" if kind == "ratio" else "mean")
                 except ValueError as exc:
                     skipped[label] = str(exc)
                     continue

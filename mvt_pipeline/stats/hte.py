@@ -39,6 +39,7 @@ from scipy import stats
 from .cells import as_pandas
 from .factorial import analyze_cells
 from .multiplicity import benjamini_hochberg
+from .ratio import analyze_ratio_cells
 
 SEGMENT_COLUMNS = [
     "term", "level", "segment", "estimate", "std_error", "ci_low", "ci_high", "p_value", "q_value",
@@ -109,11 +110,13 @@ def segment_effects(
     generators: Sequence[str] = (),
     codes: Mapping[str, str] | None = None,
     min_cell_units: int = MIN_CELL_UNITS,
+    metric_kind: str = "mean",
 ) -> HTEResult:
-    """Run :func:`analyze_cells` per value of ``segment_col`` and combine (see module docstring).
+    """Run :func:`analyze_cells` (or, with ``metric_kind="ratio"``, :func:`analyze_ratio_cells`)
+    per value of ``segment_col`` and combine (see module docstring).
 
     ``cell_stats_by_segment``: the usual cell statistics plus a ``segment_col`` column (several
-    rows per cell and segment are added up). Other arguments go to :func:`analyze_cells`.
+    rows per cell and segment are added up). Other arguments go to the per-segment analysis.
     ``q_value`` in ``segments`` is BH across the segments of one effect; in ``heterogeneity``
     it is BH across the effects' Q tests.
     """
@@ -126,10 +129,14 @@ def segment_effects(
     per_segment, skipped = {}, {}
     for seg, part in df.groupby(segment_col, sort=True):
         try:
-            res = analyze_cells(
-                part.drop(columns=[segment_col]), factors, control=control, alpha=alpha, se=se,
-                max_order=max_order, covariate=covariate, generators=generators, codes=codes,
-            )
+            if metric_kind == "ratio":
+                res = analyze_ratio_cells(part.drop(columns=[segment_col]), factors, control=control,
+                                          alpha=alpha, generators=generators, codes=codes)
+            else:
+                res = analyze_cells(
+                    part.drop(columns=[segment_col]), factors, control=control, alpha=alpha, se=se,
+                    max_order=max_order, covariate=covariate, generators=generators, codes=codes,
+                )
         except ValueError as exc:
             skipped[seg] = str(exc)
             continue
