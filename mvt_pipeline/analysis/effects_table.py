@@ -23,7 +23,6 @@ EFFECT_COLUMNS = [
 ]
 
 MEAN_KINDS = {"binary", "continuous", "count"}
-SUPPORTED_KINDS = MEAN_KINDS | {"ratio", "quantile"}
 
 
 def _status_row(experiment: Experiment, metric: str, role: str, kind: str, status: str) -> dict:
@@ -47,11 +46,6 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
         else:
             source = cell_stats
         rows = source[source["metric"] == metric_name]
-        if metric.kind not in SUPPORTED_KINDS:
-            frames.append(pd.DataFrame([_status_row(
-                experiment, metric_name, role, metric.kind,
-                f"not analysed: {metric.kind} metrics are not supported by the engine yet")]))
-            continue
         rows = rows[rows["n_units"] > 0]
         if rows.empty:
             frames.append(pd.DataFrame([_status_row(experiment, metric_name, role, metric.kind,
