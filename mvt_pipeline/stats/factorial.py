@@ -202,17 +202,26 @@ class CellModel:
 
 
 def build_model(
-    spec: FactorSpec, cells: CellData, generators: Sequence[str], codes, max_order: int | None
+    spec: FactorSpec, cells: CellData, generators: Sequence[str], codes, max_order: int | None,
+    blocks: Sequence[str] = (),
 ) -> CellModel:
-    """Full (hierarchical) or fractional (alias-class) model; refuses non-estimable terms."""
+    """Full (hierarchical) or fractional (alias-class) model; refuses non-estimable terms.
+
+    ``blocks``: factors that enter with a main effect only (e.g. day or platform strata), as in
+    ``y ~ C(block) + C(A)*C(B)``: they absorb block-to-block variation, never interact."""
     if max_order is not None and int(max_order) < 1:
         raise ValueError(f"max_order must be >= 1, got {max_order}")
     design = None
     alias_labels: dict[Term, str] = {}
+    block_idx = [spec.names.index(b) for b in blocks]
     if generators:
+        if blocks:
+            raise ValueError("blocks are not supported together with a fractional design")
         terms, alias_labels, design = _fractional_terms(spec, cells, generators, codes, max_order)
     else:
-        terms = hierarchical_terms(len(spec.names), max_order)
+        treat = [i for i in range(len(spec.names)) if i not in block_idx]
+        terms = [tuple(treat[i] for i in t) for t in hierarchical_terms(len(treat), max_order)]
+        terms += [(b,) for b in block_idx]
     X, slices = model_matrix(spec, terms, cells.level_idx)
     bad = nonestimable_terms(X, slices, cells)
     if bad:
@@ -240,8 +249,12 @@ def analyze_cells(
     se: Literal["robust", "pooled"] = "robust",
     max_order: int | None = None,
     covariate: bool = False,
+    blocks: Sequence[str] = (),
 ) -> FactorialResult:
     """Effects, Type II ANOVA and cell means from per-cell ``n``, ``sum``, ``sum_sq``.
+
+    ``blocks``: names of entries of ``factors`` that are blocking variables (main effect only,
+    no interactions, not reported as effects; they stay in the ANOVA table).
 
     ``cell_stats``: pandas or polars frame, one string column per factor plus ``n``, ``sum``,
     ``sum_sq``. ``factors``: levels in the order that defines the coding (last level = -1
@@ -262,7 +275,10 @@ def analyze_cells(
         generators = [generators]
     spec = FactorSpec.from_mapping(factors, control)
     cells = prepare_cells(cell_stats, spec, covariate=covariate)
-    model = build_model(spec, cells, generators, codes, max_order)
+    unknown = [b for b in blocks if b not in spec.names]
+    if unknown:
+        raise ValueError(f"block(s) {unknown} must also be listed in factors")
+    model = build_model(spec, cells, generators, codes, max_order, blocks)
     X, slices, terms = model.X, model.slices, model.terms
     n_coef = X.shape[1] + (1 if covariate else 0)
     if cells.n_total - n_coef <= 0:
@@ -282,7 +298,9 @@ def analyze_cells(
     else:
         dist, df_value = stats.norm(), float("inf")
 
-    rows = effect_rows(spec, cells, fit.beta, cov, slices, model.alias_labels, dist, alpha, df_value)
+    block_idx = {spec.names.index(b) for b in blocks}
+    effect_slices = {t: sl for t, sl in slices.items() if not block_idx.intersection(t)}
+    rows = effect_rows(spec, cells, fit.beta, cov, effect_slices, model.alias_labels, dist, alpha, df_value)
     effects = finish_effects(rows)
 
     names = [c for t in terms for c in column_names(spec, t)] + ([COVARIATE_NAME] if covariate else [])

@@ -59,13 +59,24 @@ def analyze_units(
     se: Literal["robust", "pooled"] = "robust",
     max_order: int | None = None,
     covariate: str | None = None,
+    blocks: str | Sequence[str] | None = None,
 ) -> FactorialResult:
     """:func:`analyze_cells` on a per-unit frame (``outcome`` column plus one column per factor).
 
     ``covariate``: name of the pre-period column for CUPED (``analyze_cells(covariate=True)``).
+    ``blocks``: column(s) of blocking variables (e.g. ``"day"``): main effects only, levels taken
+    from the data (sorted), cells are factor x block combinations.
     """
-    cells = unit_cell_stats(df, outcome, list(factors), covariate)
+    block_cols = [blocks] if isinstance(blocks, str) else list(blocks or [])
+    all_factors = dict(factors)
+    if block_cols:
+        frame = df if hasattr(df, "columns") else df
+        pdf = frame.to_pandas() if hasattr(frame, "to_pandas") else frame
+        for b in block_cols:
+            all_factors[b] = sorted(str(v) for v in pdf[b].astype(str).unique())
+        df = pdf.assign(**{b: pdf[b].astype(str) for b in block_cols})
+    cells = unit_cell_stats(df, outcome, list(all_factors), covariate)
     return analyze_cells(
-        cells, factors, control=control, generators=generators, codes=codes,
-        alpha=alpha, se=se, max_order=max_order, covariate=covariate is not None,
+        cells, all_factors, control=control, generators=generators, codes=codes,
+        alpha=alpha, se=se, max_order=max_order, covariate=covariate is not None, blocks=block_cols,
     )
