@@ -128,6 +128,20 @@ def within_ss(sum_sq: np.ndarray, total: np.ndarray, n: np.ndarray, what: str) -
     return np.maximum(ssw, 0.0)
 
 
+def within_cross(xy_sum: np.ndarray, x_sum: np.ndarray, y_sum: np.ndarray, n: np.ndarray,
+                 ss_x: np.ndarray, ss_y: np.ndarray, what: str) -> np.ndarray:
+    """Within-cell cross product ``sum xy - sum x sum y / n``, refusing values that no data could
+    give (|covariance| above the product of the standard deviations)."""
+    cross = xy_sum - x_sum * (y_sum / n)
+    scale = np.maximum(np.abs(xy_sum), 1.0)
+    if np.any(cross**2 > ss_x * ss_y + 1e-9 * scale**2):
+        raise ValueError(
+            f"{what} is inconsistent with the sums of squares in some cell "
+            "(|within-cell covariance| exceeds the product of the standard deviations)"
+        )
+    return cross
+
+
 def prepare_cells(cell_stats, spec: FactorSpec, covariate: bool = False) -> CellData:
     """Check and collapse ``cell_stats`` into a :class:`CellData` (see module docstring).
 
@@ -141,11 +155,5 @@ def prepare_cells(cell_stats, spec: FactorSpec, covariate: bool = False) -> Cell
     if not covariate:
         return CellData(spec, idx, n, st["sum"] / n, ssw)
     xss = within_ss(st["cov_sum_sq"], st["cov_sum"], n, "cov_sum_sq")
-    cross = st["cross_sum"] - st["cov_sum"] * (st["sum"] / n)
-    scale = np.maximum(np.abs(st["cross_sum"]), 1.0)
-    if np.any(cross**2 > ssw * xss + 1e-9 * scale**2):
-        raise ValueError(
-            "cross_sum is inconsistent with sum_sq and cov_sum_sq in some cell "
-            "(|within-cell covariance| exceeds the product of the standard deviations)"
-        )
+    cross = within_cross(st["cross_sum"], st["cov_sum"], st["sum"], n, xss, ssw, "cross_sum")
     return CellData(spec, idx, n, st["sum"] / n, ssw, st["cov_sum"] / n, xss, cross)

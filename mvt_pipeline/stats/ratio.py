@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .cells import CellData, collapse_cells, within_ss
+from .cells import CellData, collapse_cells, within_cross, within_ss
 from .coding import FactorSpec
 from .factorial import FactorialResult, check_alpha
 from .independent_cells import fit_independent_cells
@@ -57,13 +57,7 @@ def prepare_ratio_cells(cell_stats, spec: FactorSpec) -> tuple[CellData, np.ndar
         raise ValueError(f"the denominator sums to 0 in cell(s) {offending(st['den_sum'] == 0)}: the ratio is undefined")
     ss_num = within_ss(st["num_sum_sq"], st["num_sum"], n, "num_sum_sq")
     ss_den = within_ss(st["den_sum_sq"], st["den_sum"], n, "den_sum_sq")
-    cross = st["num_den_sum"] - st["num_sum"] * (st["den_sum"] / n)
-    scale = np.maximum(np.abs(st["num_den_sum"]), 1.0)
-    if np.any(cross**2 > ss_num * ss_den + 1e-9 * scale**2):
-        raise ValueError(
-            "num_den_sum is inconsistent with num_sum_sq and den_sum_sq in some cell "
-            "(|within-cell covariance| exceeds the product of the standard deviations)"
-        )
+    cross = within_cross(st["num_den_sum"], st["num_sum"], st["den_sum"], n, ss_num, ss_den, "num_den_sum")
     ratio = st["num_sum"] / st["den_sum"]
     den_mean = st["den_sum"] / n
     lin_ss = np.maximum(ss_num - 2.0 * ratio * cross + ratio**2 * ss_den, 0.0)
