@@ -71,11 +71,16 @@ def _agg(df, experiment, registry):
     return pd.concat(out, ignore_index=True)
 
 
-def test_pricing_effects_match_marginal_differences_and_families(registry):
+@pytest.fixture(scope="module")
+def pricing(registry):
+    """pricing_abn units with a +3 pp discount lift, and the effects computed from their cell sums."""
     exp = registry.experiment("pricing_abn")
-    rng = np.random.default_rng(5)
-    units = _units(exp, rng, lift={("pricing_banner", "discount"): 0.03})
-    effects = experiment_effects(exp, registry, _agg(units, exp, registry))
+    units = _units(exp, np.random.default_rng(5), lift={("pricing_banner", "discount"): 0.03})
+    return exp, units, experiment_effects(exp, registry, _agg(units, exp, registry))
+
+
+def test_pricing_effects_match_marginal_differences_and_families(pricing):
+    exp, units, effects = pricing
     ok = effects[effects.status == "ok"]
     # The primary family's q-values are BH over exactly its rows (statsmodels' fdr_bh).
     primary = ok[ok.metric_role == "primary"]
@@ -156,11 +161,8 @@ def test_decision_rules(registry, rows, srm, min_cell, label):
     assert decision["reasons"]
 
 
-def test_sequential_columns_are_wider_and_have_their_own_family(registry):
-    exp = registry.experiment("pricing_abn")
-    rng = np.random.default_rng(17)
-    units = _units(exp, rng, lift={("pricing_banner", "discount"): 0.03})
-    effects = experiment_effects(exp, registry, _agg(units, exp, registry))
+def test_sequential_columns_are_wider_and_have_their_own_family(pricing):
+    exp, _units_frame, effects = pricing
     ok = effects[effects.status == "ok"]
     assert (ok.seq_ci_low <= ok.ci_low).all() and (ok.seq_ci_high >= ok.ci_high).all()
     assert (ok.n_star == exp.planned_units).all()
