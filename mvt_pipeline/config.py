@@ -6,6 +6,8 @@ Read at call time, not import time, so tests can point each run at a tmp directo
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,3 +49,10 @@ def settings() -> Settings:
         duckdb_path=_path("MVT_DUCKDB_PATH", data_dir / "warehouse" / "mvt.duckdb"),
         reports_dir=_path("MVT_REPORTS_DIR", data_dir / "reports"),
     )
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (a venv not on PATH), else whatever PATH has. Kept out of
+    `defs` so the test set-up can find dbt before anything imports `@dbt_assets` (needs the manifest)."""
+    local = Path(sys.executable).parent / "dbt"
+    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")

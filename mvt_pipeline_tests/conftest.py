@@ -22,8 +22,7 @@ def _prepare_dbt_manifest() -> None:
     """`@dbt_assets` reads target/manifest.json at import: build it before anything imports defs."""
     from dagster_dbt import DbtProject
 
-    from mvt_pipeline.config import DBT_PROJECT_DIR
-    from mvt_pipeline.defs.resources import dbt_executable
+    from mvt_pipeline.config import DBT_PROJECT_DIR, dbt_executable
 
     bin_dir = str(Path(dbt_executable()).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_duckdb import DuckDBResource
 
-from ..config import DBT_PROJECT_DIR, settings
+from ..config import DBT_PROJECT_DIR, dbt_executable, settings
 
 # Every asset that writes the warehouse runs in this pool; the instance limits it to one slot
 # (dagster.yaml written by `make`), since DuckDB allows one writer process.
@@ -18,12 +15,6 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
-
-
-def dbt_executable() -> str:
-    """The dbt installed beside this Python (a venv not on PATH), else whatever PATH has."""
-    local = Path(sys.executable).parent / "dbt"
-    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
 
 
 def build_resources() -> dict:

@@ -10,6 +10,8 @@ valid) and the validation rules version, so changing either re-ingests instead o
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,23 @@ def fingerprint_files(files: list[tuple[str, Path]]) -> list[FileFingerprint]:
 
 def registry_levels(registry: Registry) -> list[tuple[str, str, str]]:
     return sorted((e.id, f.name, level) for e in registry.experiments for f in e.factors for level in f.levels)
+
+
+MAX_CELL_TEXTS = 4096
+
+
+def registry_cell_texts(registry: Registry) -> list[str]:
+    """`experiment<US>assignment JSON` for every full cell, factors in registry order, compact: the
+    form SDKs send, so checking most exposures is one list lookup. Only a shortcut (any other
+    spelling of a valid assignment is checked entry by entry), so it is skipped for huge designs."""
+    out: list[str] = []
+    for e in registry.experiments:
+        names = [f.name for f in e.factors]
+        for levels in itertools.product(*(f.levels for f in e.factors)):
+            out.append(e.id + "\x1f" + json.dumps(dict(zip(names, levels)), separators=(",", ":"), ensure_ascii=False))
+            if len(out) > MAX_CELL_TEXTS:
+                return []
+    return sorted(out)
 
 
 def rules_fingerprint(registry: Registry) -> str:

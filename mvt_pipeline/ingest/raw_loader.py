@@ -29,7 +29,7 @@ import duckdb
 
 from ..registry import Registry
 from .file_readers import ALL_SUFFIXES, drop_staging, file_format, stage_partition
-from .manifest import fingerprint_files, partition_unchanged, registry_levels, rules_fingerprint
+from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
 from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_hits_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
@@ -181,6 +181,7 @@ def ingest_partition(
         return IngestSummary(partition, _summary_from_log(conn, partition), skipped_unchanged=True,
                              reasons=_reasons(conn, partition))
     levels = registry_levels(registry)
+    cells = registry_cell_texts(registry)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     summary = IngestSummary(partition=partition)
     preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
@@ -188,7 +189,7 @@ def ingest_partition(
         staged, lines = stage_partition(conn, [(fp.source, fp.path) for fp in fingerprints])
         # every row carries its file and line number, so row order is free: lets DuckDB write in parallel
         conn.execute("set preserve_insertion_order = false")
-        conn.execute(f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(f'({lines})', levels)}")
+        conn.execute(f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(f'({lines})', levels, cells)}")
         drop_staging(conn)
         # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
         # the view the per-file counts and the inserts read (no join at all when nothing matched)

@@ -29,6 +29,9 @@ KNOWN_FIELDS = (
 )
 # Identifier fields may arrive as JSON integers (SDKs with numeric user ids); they are kept as text.
 _ID_FIELDS = ("event_id", "unit_id", "device_id", "session_id", "experiment_id", "cell_id", "hash_version")
+# Fields the fast path reads as JSON text; every other known field it reads as a string.
+_JSON_TYPED = ("seq", "assignment", "value", "context")
+assert KNOWN_FIELDS.index("assignment") == 9 and KNOWN_FIELDS.index("context") == 14
 
 # Redaction patterns (RE2 syntax), each preceded by a boundary group so that version strings such
 # as "Chrome/120.0.0.0" or "3.2.1" are not mistaken for IP addresses or phone numbers.
@@ -47,8 +50,12 @@ _ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values())
 
 
 def _j(field: str) -> str:
-    """JSON text of a known field as VARCHAR (a JSON -> VARCHAR cast is free; the reverse parses)."""
-    return f"(j[{KNOWN_FIELDS.index(field) + 1}]::varchar)"
+    """JSON text of a known field as VARCHAR (a JSON -> VARCHAR cast is free; the reverse parses).
+    Fast rows read it from `t`, the others from the `json_extract` fragments `j`."""
+    i = KNOWN_FIELDS.index(field) + 1
+    if field in _JSON_TYPED:
+        return f"(case when fast then t.{field} else j[{i}] end::varchar)"
+    return f"(j[{i}]::varchar)"
 
 
 def _unquote(frag: str) -> str:
@@ -57,14 +64,18 @@ def _unquote(frag: str) -> str:
 
 
 def _field_sql() -> str:
-    """Per known field: `k_<f>` = first char of its JSON text (NULL = absent, 'n' = null), `<f>` = value."""
+    """Per known field: `k_<f>` = first char of its JSON text (NULL = absent, 'n' = null), `<f>` = value.
+    A fast row's string fields are already unquoted by `json_transform` (`t.<f>`); they are JSON
+    strings, so their `k_` is `"` (a fast row has no JSON null: the line would not be rebuilt)."""
     out = []
     for f in KNOWN_FIELDS:
-        out.append(f"left({_j(f)}, 1) as k_{f}")
+        fast = f"left({_j(f)}, 1)" if f in _JSON_TYPED else f"case when t.{f} is not null then '\"' end"
+        out.append(f"case when fast then {fast} else left({_j(f)}, 1) end as k_{f}" if f not in _JSON_TYPED
+                   else f"{fast} as k_{f}")
     for f in ("event_type", "ts", "received_at", "metric"):
-        out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} end as {f}_text")
+        out.append(f"case when fast then t.{f} when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} end as {f}_text")
     for f in _ID_FIELDS:
-        out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
+        out.append(f"case when fast then t.{f} when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
                    f"when regexp_full_match({_j(f)}, '-?[0-9]+') then {_j(f)} end as {f}")
     out.append(f"case when (left({_j('seq')}, 1) between '0' and '9' or left({_j('seq')}, 1) = '-') "
                f"and not (contains({_j('seq')}, '.') or contains({_j('seq')}, 'e') or contains({_j('seq')}, 'E')) "
@@ -73,8 +84,9 @@ def _field_sql() -> str:
                f"then try_cast({_j('value')} as double) end as value")
     out.append(f"{_j('assignment')} as assignment_text")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_j('context')} end as context_text")
-    out.append(f"j[{KNOWN_FIELDS.index('assignment') + 1}] as assignment_json")
-    out.append(f"case when left({_j('context')}, 1) = '{{' then j[{KNOWN_FIELDS.index('context') + 1}] end as context_json")
+    out.append("case when fast then t.assignment else j[10] end as assignment_json")
+    out.append(f"case when left({_j('context')}, 1) = '{{' then case when fast then t.context else j[15] end "
+               "end as context_json")
     return ",\n        ".join(out)
 
 
@@ -148,16 +160,38 @@ def _compact_line_sql() -> str:
     return f"concat({', '.join(members)}, '}}')"
 
 
-def checked_select_sql(lines: str, levels: list[tuple[str, str, str]]) -> str:
+def _fast_line_sql() -> str:
+    """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, JSON-typed
+    ones as their JSON text, absent members skipped, contract order, compact. Equal to a line
+    without backslashes only when every present known field is a JSON string (or, for the JSON-typed
+    ones, any value), nothing is null, no key is unknown or repeated and no whitespace is left:
+    then the struct *is* the line, decoded, and its values need no further parsing."""
+    members = []
+    for i, f in enumerate(KNOWN_FIELDS):
+        sep = "{" if i == 0 else ","
+        members.append(f"'{sep}\"{f}\":' || t.{f}::varchar" if f in _JSON_TYPED
+                       else f"'{sep}\"{f}\":\"' || t.{f} || '\"'")
+    return f"concat({', '.join(members)}, '}}')"
+
+
+def _transform_type() -> str:
+    return "{" + ", ".join(f'"{f}": "{"JSON" if f in _JSON_TYPED else "VARCHAR"}"' for f in KNOWN_FIELDS) + "}"
+
+
+def checked_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = (), *,
+                       fast_path: bool = True) -> str:
     """SELECT of one row per non-blank line (`reason` NULL = accepted) from the relation `lines`
     `(file_idx, line_number, line, pre_reason)`. `levels` are the registry's (experiment, factor,
-    level) triples, inlined as constant lists so checking an assignment needs no join."""
+    level) triples, inlined as constant lists so checking an assignment needs no join; `cells`
+    (`registry_cell_texts`) lets the usual compact whole-cell assignment skip that check.
+    `fast_path=False` sends every line through the general path (tests compare the two)."""
     paths = "[" + ", ".join(f"'$.{f}'" for f in KNOWN_FIELDS) + "]"
     known = _sql_list(KNOWN_FIELDS)
     experiments = _sql_list(sorted({e for e, _f, _l in levels}) or [""])
     # assignment entries as "experiment<US>factor<US>level as JSON text", the form built per event below
     pairs = _sql_list(sorted(f"{e}\x1f{f}\x1f" + '"' + lv.replace("\\", "\\\\").replace('"', '\\"') + '"'
                              for e, f, lv in levels) or [""])
+    cell_list = _sql_list(cells or [""])
     nulls = "{" + ", ".join(f'"{f}": null' for f in KNOWN_FIELDS) + "}"
     per_kind = ",\n        ".join(f"0::bigint as pii_{k}" for k in PII_KINDS)  # PII: see pii_hits_sql / pii_applied_sql
     return f"""
@@ -168,13 +202,18 @@ with base as not materialized (
              else false end as ok_json
     from {lines}
     where pre_reason is not null or (line is not null and (left(line, 1) = '{{' or trim(line) <> ''))
-), parsed as not materialized (
+), attempted as not materialized (
     select file_idx, line_number, line, pre_reason, ok_json,
-        json_extract(case when ok_json then line end, {paths}) as j
+        case when {'ok_json' if fast_path else 'false'} and not contains(line, '\\') then json_transform(line, '{_transform_type()}') end as t
     from base
+), flagged as not materialized (
+    select *, coalesce(t is not null and line = {_fast_line_sql()}, false) as fast from attempted
+), parsed as not materialized (
+    select *, case when ok_json and not fast then json_extract(line, {paths}) end as j
+    from flagged
 ), keyed as not materialized (
     select *,
-        case when not ok_json then false
+        case when fast or not ok_json then false
              when line = {_compact_line_sql()} then false
              else not list_has_all({known}, json_keys(line)) end as has_extra
     from parsed
@@ -189,10 +228,12 @@ with base as not materialized (
         try_cast(received_at_text as timestamptz)::timestamp as received_at,
         case when event_type_text = 'exposure' then list_contains({experiments}, experiment_id) end
             as known_experiment,
-        case when event_type_text = 'exposure' and k_assignment = '{{' then not list_has_all({pairs},
+        case when event_type_text = 'exposure' and k_assignment = '{{' then
+            case when list_contains({cell_list}, concat(experiment_id, chr(31), assignment_text)) then false
+            else not list_has_all({pairs},
             list_transform(map_entries(json_transform(assignment_text, '"MAP(VARCHAR, JSON)"')),
                            lambda e: concat(experiment_id, chr(31), e.key, chr(31), coalesce(e.value::varchar, 'null'))))
-        end as bad_level
+        end end as bad_level
     from fields
 ), decided as not materialized (
     select *, {_reason_sql()} as reason from typed
@@ -212,7 +253,7 @@ select
     extra_json as extra,
     {per_kind},
     hash(event_type_text, ts_text, unit_id, device_id, session_id, seq, experiment_id, assignment_text,
-         metric_text, value, context_text)::varchar as payload_hash
+         metric_text, value, context_text) as payload_hash
 from decided
 """
 

@@ -30,7 +30,7 @@ create table if not exists raw.events (
     context json,
     extra json,
     pii_redactions integer not null,
-    payload_hash varchar not null,
+    payload_hash ubigint not null,
     source varchar not null,
     source_file varchar not null,
     line_number bigint not null,
@@ -80,6 +80,11 @@ def ensure_raw_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("create schema if not exists raw")
     for ddl in (RAW_EVENTS_DDL, RAW_QUARANTINE_DDL, RAW_INGEST_LOG_DDL):
         conn.execute(ddl)
+    # payload_hash was stored as the text of the same 64-bit hash before; a number is cheaper to write
+    old_hash = conn.execute("select data_type from information_schema.columns where table_schema = 'raw' "
+                            "and table_name = 'events' and column_name = 'payload_hash'").fetchone()
+    if old_hash and old_hash[0] == "VARCHAR":
+        conn.execute("alter table raw.events alter payload_hash set data type ubigint")
     for table, columns in _ADDED_COLUMNS.items():
         for name, sql_type, default in columns:
             conn.execute(f"alter table {table} add column if not exists {name} {sql_type} default {default}")

@@ -1,0 +1,158 @@
+"""The validation fast path (compact lines decoded by one `json_transform`) must give exactly what
+the general path gives, line for line, on canonical lines and on every near miss; and canonical
+lines must really take it (else ingestion silently slows down to the general path)."""
+
+import json
+
+import duckdb
+import pytest
+
+from mvt_pipeline.ingest.manifest import registry_cell_texts, registry_levels
+from mvt_pipeline.ingest.validation_sql import _fast_line_sql, _transform_type, checked_select_sql
+from mvt_pipeline.registry import load_registry
+
+from .conftest import SAMPLE_REGISTRY
+from .test_ingest_corpus import EXPOSURE, JSONL_CORPUS, METRIC
+
+CHECKOUT = {**EXPOSURE, "event_id": "c1", "experiment_id": "checkout_mvt",
+            "assignment": {"cta_color": "green", "validation": "inline", "copy": "urgency"}}
+
+
+def compact(obj, **kw) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, **kw)
+
+
+def _near_misses() -> list[str]:
+    m = {**METRIC, "context": {"device": "mobile", "user_agent": "Mozilla/5.0"}}
+    lines = [
+        compact(EXPOSURE), compact(METRIC), compact(m), compact(CHECKOUT),
+        compact({**METRIC, "event_id": "num-unit", "unit_id": 12345}),
+        compact({**METRIC, "event_id": "num-eid"}).replace('"num-eid"', "987"),
+        compact({**METRIC, "event_id": "esc", "unit_id": 'u"1'}),
+        json.dumps({**METRIC, "event_id": "ascii-esc", "unit_id": "café"}, separators=(",", ":")),  # \u00e9
+        compact({**METRIC, "event_id": "raw-utf8", "unit_id": "café ✓"}),
+        compact({**METRIC, "event_id": "slash"}).replace('"slash"', '"sl\\/ash"'),
+        compact({**METRIC, "event_id": "null-dev", "device_id": None}),
+        compact({**METRIC, "event_id": "null-ctx", "context": None}),
+        compact({**METRIC, "event_id": "null-val", "value": None}),
+        compact({**METRIC, "event_id": "dup"})[:-1] + ',"event_id":"dup2"}',
+        compact({**METRIC, "event_id": "extra", "sdk": {"v": 1}}),
+        compact({"sdk": "first", **METRIC, "event_id": "extra-first"}),
+        compact({**dict(reversed(list(METRIC.items()))), "event_id": "reordered"}),
+        compact({**METRIC, "event_id": "ws"}) + " ",
+        " " + compact({**METRIC, "event_id": "lead-ws"}),
+        compact({**METRIC, "event_id": "exp-num"}).replace('"value":1', '"value":1E2'),
+        compact({**METRIC, "event_id": "frac"}).replace('"value":1', '"value":-0.0015'),
+        compact({**METRIC, "event_id": "neg-zero"}).replace('"value":1', '"value":-0'),
+        compact({**METRIC, "event_id": "big-int"}).replace('"value":1', '"value":123456789012345678901234567890'),
+        compact({**METRIC, "event_id": "str-val", "value": "12"}),
+        compact({**METRIC, "event_id": "bool-val", "value": True}),
+        compact({**METRIC, "event_id": "seq-float", "seq": 1.0}),
+        compact({**METRIC, "event_id": "seq-exp"}).replace('"seq":2', '"seq":2e0'),
+        compact({**METRIC, "event_id": "seq-neg", "seq": -3}),
+        compact({**METRIC, "event_id": "seq-huge"}).replace('"seq":2', '"seq":99999999999999999999'),
+        compact({**METRIC, "event_id": "obj-metric", "metric": {"n": "signup"}}),
+        compact({**METRIC, "event_id": "arr-ctx", "context": ["mobile"]}),
+        compact({**METRIC, "event_id": "empty-ctx", "context": {}}),
+        compact({**METRIC, "event_id": "ts-offset", "ts": "2026-11-02T12:00:00+02:00"}),
+        compact({**METRIC, "event_id": "ts-bad", "ts": "2026-02-30T00:00:00Z"}),
+        compact({**METRIC, "event_id": "ts-num", "ts": 1793527200}),
+        compact({**METRIC, "event_id": "et-bad", "event_type": "click"}),
+        compact({**METRIC, "event_id": "empty-unit", "unit_id": ""}),
+        compact({**METRIC, "event_id": ""}),
+        compact({**CHECKOUT, "event_id": "order",
+                 "assignment": {"copy": "urgency", "cta_color": "green", "validation": "inline"}}),
+        compact({**CHECKOUT, "event_id": "partial", "assignment": {"cta_color": "green"}}),
+        compact({**CHECKOUT, "event_id": "bad-level", "assignment": {**CHECKOUT["assignment"], "copy": "gold"}}),
+        compact({**CHECKOUT, "event_id": "level-num", "assignment": {**CHECKOUT["assignment"], "copy": 3}}),
+        compact({**CHECKOUT, "event_id": "no-asg", "assignment": {}}),
+        compact({**CHECKOUT, "event_id": "asg-arr", "assignment": ["green"]}),
+        compact({**CHECKOUT, "event_id": "ghost", "experiment_id": "ghost"}),
+        compact({**EXPOSURE, "event_id": "pii", "context": {"email": "ann@example.com", "ip": "10.1.2.3"}}),
+        compact({**METRIC, "event_id": "nan"}).replace('"value":1', '"value":NaN'),
+        compact({**METRIC, "event_id": "tab"}).replace('"seq":2', '"seq":\t2'),
+        '{"event_id":"broken"',
+        "{}",
+        '{"event_id":"x"}',
+    ]
+    # the shared corpus, each line also written compactly where it parses as JSON
+    for line, _reason in JSONL_CORPUS:
+        lines.append(line)
+        try:
+            lines.append(compact(json.loads(line, parse_constant=lambda c: {"NaN": float("nan")}.get(c, c))))
+        except (ValueError, TypeError):
+            pass
+    return lines
+
+
+@pytest.fixture(scope="module")
+def checked():
+    """(fast-path rows, general-path rows, lines) of the near-miss corpus, one row per line."""
+    registry = load_registry(SAMPLE_REGISTRY)
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = 'UTC'")
+    lines = _near_misses()
+    conn.execute("create table lines (file_idx integer, line_number bigint, line varchar, pre_reason varchar)")
+    conn.executemany("insert into lines values (0, ?, ?, null)", [[i + 1, x] for i, x in enumerate(lines)])
+    out = []
+    for fast in (True, False):
+        sql = checked_select_sql("lines", registry_levels(registry), registry_cell_texts(registry), fast_path=fast)
+        out.append(conn.execute(f"select * from ({sql}) order by line_number").fetchall())
+    return out[0], out[1], lines, conn
+
+
+def test_fast_path_equals_general_path_line_for_line(checked):
+    fast, general, lines, _ = checked
+    assert len(fast) == len(general) == len(lines)
+    def norm(row):  # NaN != NaN
+        return tuple("NaN" if isinstance(x, float) and x != x else x for x in row)
+
+    for f, g, line in zip(fast, general, lines):
+        assert norm(f) == norm(g), line
+
+
+def test_canonical_lines_take_the_fast_path_and_near_misses_do_not(checked):
+    _, _, _, conn = checked
+    rebuilt = (f"select line = {_fast_line_sql()} from (select line, json_transform(line, '{_transform_type()}') t "
+               "from (select ? as line))")
+
+    def fast(line):
+        return conn.execute(rebuilt, [line]).fetchone()[0]
+
+    assert fast(compact(EXPOSURE)) and fast(compact(METRIC)) and fast(compact(CHECKOUT))
+    assert fast(compact({**METRIC, "unit_id": "café ✓"}))
+    for miss in (compact({**METRIC, "unit_id": 12345}), compact({**METRIC, "device_id": None}),
+                 compact({**METRIC, "sdk": 1}), compact(METRIC) + " ", json.dumps(METRIC),
+                 compact(dict(reversed(list(METRIC.items())))), compact({**METRIC, "metric": {"n": "x"}})):
+        assert not fast(miss), miss
+
+
+def test_fast_rows_keep_their_values_and_reasons(checked):
+    fast, _, lines, _ = checked
+    by_id = {}
+    for row, line in zip(fast, lines):
+        try:
+            by_id.setdefault(json.loads(line).get("event_id"), row)
+        except (ValueError, AttributeError):
+            pass
+    # columns: file_idx, line_number, reason, raw, event_id, event_type, ts, received_at, unit_id, ...
+    assert by_id["m1"][2] is None and by_id["m1"][8] == "u1" and by_id["m1"][11] == 2
+    assert by_id["raw-utf8"][2] is None and by_id["raw-utf8"][8] == "café ✓"
+    assert by_id["ascii-esc"][8] == "café"
+    assert by_id["esc"][8] == 'u"1'
+    assert by_id["num-unit"][2] is None and by_id["num-unit"][8] == "12345"
+    assert by_id["c1"][2] is None and by_id["order"][2] is None and by_id["partial"][2] is None
+    assert by_id["bad-level"][2] == "unknown_level" and by_id["level-num"][2] == "unknown_level"
+    assert by_id["ghost"][2] == "unknown_experiment"
+    assert by_id["str-val"][2] == "bad_type:value" and by_id["bool-val"][2] == "bad_type:value"
+    assert by_id["seq-float"][2] == "bad_type:seq" and by_id["seq-exp"][2] == "bad_type:seq"
+    assert by_id["ts-bad"][2] == "bad_timestamp" and by_id["ts-num"][2] == "bad_timestamp"
+    assert by_id["et-bad"][2] == "bad_type:event_type"
+    assert by_id["obj-metric"][2] == "bad_type:metric" and by_id["arr-ctx"][2] == "bad_type:context"
+    assert by_id["empty-unit"][2] == "missing_required:unit_id"
+    assert by_id["nan"][2] == "non_finite_value"
+    assert str(by_id["ts-offset"][6]) == "2026-11-02 10:00:00"
+    assert by_id["frac"][2] is None and by_id["frac"][17] == pytest.approx(-0.0015)
+    assert by_id["exp-num"][2] is None and by_id["exp-num"][17] == 100.0
+    assert json.loads(by_id["extra"][19]) == {"sdk": {"v": 1}}
+    assert json.loads(by_id["extra-first"][19]) == {"sdk": "first"}
