@@ -197,17 +197,21 @@ def checked_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: li
     return f"""
 with base as not materialized (
     select file_idx, line_number, line, pre_reason,
-        case when pre_reason is not null or strlen(line) > {MAX_LINE_BYTES} or contains(line, chr(0)) then false
-             when left(line, 1) = '{{' or left(ltrim(line), 1) = '{{' then json_valid(line)
-             else false end as ok_json
+        pre_reason is null and strlen(line) <= {MAX_LINE_BYTES} and not contains(line, chr(0)) as readable
     from {lines}
-    where pre_reason is not null or (line is not null and (left(line, 1) = '{{' or trim(line) <> ''))
+    where pre_reason is not null or (line is not null and (prefix(line, '{{') or trim(line) <> ''))
 ), attempted as not materialized (
-    select file_idx, line_number, line, pre_reason, ok_json,
-        case when {'ok_json' if fast_path else 'false'} and not contains(line, '\\') then json_transform(line, '{_transform_type()}') end as t
+    select *,
+        case when {'readable' if fast_path else 'false'} and prefix(line, '{{') and suffix(line, '}}')
+                  and not contains(line, '\\') then try(json_transform(line, '{_transform_type()}')) end as t
     from base
 ), flagged as not materialized (
-    select *, coalesce(t is not null and line = {_fast_line_sql()}, false) as fast from attempted
+    select file_idx, line_number, line, pre_reason, t, fast,
+        case when fast then true
+             when not readable then false
+             when prefix(line, '{{') or prefix(ltrim(line), '{{') then json_valid(line)
+             else false end as ok_json
+    from (select *, coalesce(t is not null and line = {_fast_line_sql()}, false) as fast from attempted)
 ), parsed as not materialized (
     select *, case when ok_json and not fast then json_extract(line, {paths}) end as j
     from flagged
