@@ -3,21 +3,22 @@
 Every format ends up in that one shape so a single validation pass (`validation_sql`) decides what is
 accepted, with the same reason codes whatever the file type:
 
-- JSON lines (`.jsonl`, `.ndjson`, optionally `.gz`) are read by DuckDB's CSV reader as one text
-  column: a malformed line cannot abort the file or vanish. All the partition's JSON-lines files are
-  read by one `read_csv` call (DuckDB decompresses several files at once, one per thread) into one
-  temp table in file order (insertion order is preserved), so a row's physical line number is its
-  `rowid` minus the first `rowid` of its file, plus one: no window, no per-file round trip. Blank
-  lines come back as NULL and are skipped later without being counted, but they keep the numbering
-  physical. If DuckDB refuses any file of the batch, the files are read one by one (below).
+- JSON lines (`.jsonl`, `.ndjson`, optionally `.gz`) are read by polars' CSV reader as one text
+  column (no quote character, a separator that JSON text never holds unescaped): a malformed line
+  cannot abort the file or vanish, blank lines come back as NULL (skipped later, not counted, but
+  they keep the numbering physical) and the line number is the row's position. This is several
+  times faster than staging the lines in a DuckDB table, and it happens in Python, so a file the
+  reader refuses never aborts the DuckDB write transaction the lines are validated in. The files of
+  a partition are read in chunks of bounded size (`jsonl_chunks`), so memory stays flat whatever the
+  size of a day.
 - CSV (header row, contract column names, nested `assignment`/`context` as JSON text) and Parquet
-  (typed columns, or JSON text for the nested ones) are read natively and each row is rendered as one
-  JSON object in SQL, so numbers stay numbers, nested objects stay objects, and extra columns become
-  unknown fields (kept in `extra`). Line numbers: CSV = record number + 1 (the header is line 1),
-  Parquet = row number in the file, from 1.
-- Files DuckDB refuses (invalid UTF-8, truncated gzip, lines over 16 MiB) take a Python fallback that
-  recovers every decodable line and marks only the bad ones (`encoding`, `oversized_line`,
-  `truncated_file`). Good files never go through Python line by line.
+  (typed columns, or JSON text for the nested ones) are read natively by DuckDB, before the write
+  transaction, and each row is rendered as one JSON object in SQL, so numbers stay numbers, nested
+  objects stay objects, and extra columns become unknown fields (kept in `extra`). Line numbers:
+  CSV = record number + 1 (the header is line 1), Parquet = row number in the file, from 1.
+- Files the fast readers refuse (invalid UTF-8, truncated gzip, a line holding the separator byte)
+  take a Python fallback that recovers every decodable line and marks only the bad ones (`encoding`,
+  `oversized_line`, `truncated_file`). Good files never go through Python line by line.
 - A file that cannot be read at all (empty, binary junk, a gzip with a broken header, a corrupt
   Parquet) becomes one row with a `pre_reason` and no line number.
 """
@@ -29,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
+import polars as pl
 
 RAW_SNIPPET_CHARS = 4096
 MAX_LINE_BYTES = 1_048_576
-DUCKDB_MAX_LINE = 16_777_216
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -42,12 +42,12 @@ _NUMERIC_FIELDS = ("seq", "value")
 _OBJECT_FIELDS = ("assignment", "context")
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 13))
 
-
-BATCH_TABLE = "_ingest_batch"  # (file_pos, line): JSON-lines files read together, rowid = read order
-OTHER_TABLE = "_ingest_other"  # (file_idx, line_number, line, pre_reason): every other staged file
-_JSONL_OPTIONS = (f"columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x1f', quote = '', escape = '', "
-                  f"auto_detect = false, compression = 'auto', strict_mode = false, "
-                  f"max_line_size = {DUCKDB_MAX_LINE}, null_padding = true")
+OTHER_TABLE = "_ingest_other"  # (file_idx, line_number, line, pre_reason): CSV / Parquet / whole-file rows
+# A chunk of JSON-lines files holds about this much text (gzip counted x8): ~1.5M telemetry lines,
+# small enough to validate without spilling, big enough that per-chunk statements cost nothing.
+CHUNK_TEXT_BYTES = 512 * 1024 * 1024
+GZIP_RATIO = 8
+_LINES_SCHEMA = {"file_idx": pl.Int32, "line_number": pl.Int64, "line": pl.String, "pre_reason": pl.String}
 
 
 @dataclass
@@ -55,88 +55,89 @@ class StagedFile:
     source: str
     path: Path
     file_format: str
-    table: str
     warning: str | None = None  # file-level problem a person should hear about (quarantined whole, truncated...)
     index: int = 0  # position in the partition's file list (`file_idx` of its staged rows)
-    first_rowid: int = 0  # read in the batch: rowid of its line 1 in BATCH_TABLE
 
 
-def stage_partition(conn: duckdb.DuckDBPyConnection, files: list[tuple[str, Path]]) -> tuple[list[StagedFile], str]:
-    """Stage every (source, path) of a partition; returns one StagedFile per file (same order) and
-    the SQL of the relation `(file_idx, line_number, line, pre_reason)` holding all their lines.
-    Never raises for bad content (that becomes rows). Temp tables: `drop_staging` removes them."""
+def staged_files(files: list[tuple[str, Path]]) -> list[StagedFile]:
+    return [StagedFile(source, path, file_format(path) or "unknown", index=i) for i, (source, path) in enumerate(files)]
+
+
+def jsonl_chunks(staged: list[StagedFile]) -> list[list[StagedFile]]:
+    """The JSON-lines files grouped, in order, into chunks of about CHUNK_TEXT_BYTES of text."""
+    chunks: list[list[StagedFile]] = []
+    size = 0
+    for s in staged:
+        if s.file_format != "jsonl":
+            continue
+        text = s.path.stat().st_size * (GZIP_RATIO if s.path.name.lower().endswith(".gz") else 1)
+        if not chunks or size + text > CHUNK_TEXT_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(s)
+        size += text
+    return chunks
+
+
+def read_jsonl_chunk(files: list[StagedFile]) -> pl.DataFrame:
+    """`(file_idx, line_number, line, pre_reason)` of every line of `files`; never raises for bad
+    content (that becomes rows, and a warning on the StagedFile)."""
+    frames = [_read_jsonl(s) for s in files]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=_LINES_SCHEMA)
+
+
+def _read_jsonl(s: StagedFile) -> pl.DataFrame:
+    if s.path.stat().st_size == 0:
+        return _whole_file_frame(s, "empty_file", "empty file (0 bytes)")
+    if _looks_binary(s.path):
+        return _whole_file_frame(s, "unreadable_file", "binary content: not UTF-8 text lines")
+    if s.path.name.lower().endswith(".gz") and not _has_gzip_magic(s.path):
+        # polars sniffs compression from the content; the name promises gzip, so anything else is broken
+        return _whole_file_frame(s, "unreadable_file", "not a gzip stream (named .gz, no gzip header)")
+    try:
+        lines = pl.read_csv(s.path, has_header=False, separator="\x1f", quote_char=None, new_columns=["line"],
+                            infer_schema=False, raise_if_empty=False)["line"]
+    except Exception as exc:  # noqa: BLE001 - any refusal (bad UTF-8, truncated gzip, separator byte): recover
+        return _python_fallback(s, exc)
+    if not lines.len() or lines.str.strip_chars().fill_null("").eq("").all():
+        return _whole_file_frame(s, "empty_file", "no lines (empty or blank-only content)")
+    return pl.DataFrame({
+        "file_idx": pl.repeat(s.index, lines.len(), dtype=pl.Int32, eager=True),
+        "line_number": pl.int_range(1, lines.len() + 1, dtype=pl.Int64, eager=True),
+        "line": lines,
+        "pre_reason": pl.repeat(None, lines.len(), dtype=pl.String, eager=True),
+    })
+
+
+def _has_gzip_magic(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _whole_file_frame(s: StagedFile, reason: str, message: str) -> pl.DataFrame:
+    s.warning = f"{reason}: {message.splitlines()[0] if message else ''}"[:500]
+    return pl.DataFrame({"file_idx": [s.index], "line_number": [None], "line": [message[:RAW_SNIPPET_CHARS]],
+                         "pre_reason": [reason]}, schema=_LINES_SCHEMA)
+
+
+def stage_other_files(conn: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> bool:
+    """Stage every non-JSON-lines file into OTHER_TABLE with DuckDB's readers. Run it before the write
+    transaction: a reader error inside a transaction would abort it. True if any file was staged."""
     conn.execute(f"create or replace temp table {OTHER_TABLE} (file_idx integer, line_number bigint, line varchar, "
                  "pre_reason varchar)")
-    staged = [StagedFile(source, path, file_format(path) or "unknown", OTHER_TABLE, index=i)
-              for i, (source, path) in enumerate(files)]
-    batch = []
-    for s in staged:
-        if s.file_format == "jsonl" and s.path.stat().st_size > 0 and not _looks_binary(s.path):
-            batch.append(s)
-        else:
-            _stage_alone(conn, s)
-    batch = _read_json_batch(conn, batch)
-    if not batch:
-        return staged, f"select * from {OTHER_TABLE}"
-    positions = "[" + ", ".join(str(s.index) for s in batch) + "]"
-    offsets = "[" + ", ".join(str(s.first_rowid) for s in batch) + "]"
-    lines = (f"select {positions}[file_pos + 1] as file_idx, rowid - {offsets}[file_pos + 1] + 1 as line_number, "
-             f"line, null::varchar as pre_reason from {BATCH_TABLE} union all select * from {OTHER_TABLE}")
-    return staged, lines
+    others = [s for s in staged if s.file_format != "jsonl"]
+    for s in others:
+        try:
+            stage_file(conn, s.source, s.path, "_stage_one", s)
+            conn.execute(f"insert into {OTHER_TABLE} select ?, line_number, line, pre_reason from _stage_one", [s.index])
+        finally:
+            conn.execute("drop table if exists _stage_one")
+    return bool(others)
 
 
 def drop_staging(conn: duckdb.DuckDBPyConnection) -> None:
-    for table in (BATCH_TABLE, OTHER_TABLE, "_typed_rows", "_stage_one"):
+    for table in (OTHER_TABLE, "_typed_rows", "_stage_one"):
         conn.execute(f"drop table if exists {table}")
-
-
-def _stage_alone(conn, staged: StagedFile, whole_file_reason: tuple[str, str] | None = None) -> None:
-    """Stage one file on its own (CSV, Parquet, whole-file problems, JSON lines DuckDB refused) into
-    OTHER_TABLE; `whole_file_reason` = (reason, message) quarantines it whole without reading it."""
-    try:
-        if whole_file_reason:
-            staged.table = "_stage_one"
-            _whole_file(conn, staged, *whole_file_reason)
-        else:
-            stage_file(conn, staged.source, staged.path, "_stage_one", staged)
-        conn.execute(f"insert into {OTHER_TABLE} select ?, line_number, line, pre_reason from _stage_one", [staged.index])
-    finally:
-        conn.execute("drop table if exists _stage_one")
-        staged.table = OTHER_TABLE
-
-
-def _read_json_batch(conn, batch: list[StagedFile]) -> list[StagedFile]:
-    """Read `batch` with one `read_csv` call into BATCH_TABLE; returns the files staged there (each
-    with `first_rowid`). Files DuckDB refuses, and blank-only files, are staged alone instead."""
-    conn.execute(f"create or replace temp table {BATCH_TABLE} (file_pos integer, line varchar)")
-    if not batch:
-        return []
-    preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
-    try:
-        conn.execute("set preserve_insertion_order = true")  # rowid must follow the files' line order
-        conn.execute(f"create or replace temp table {BATCH_TABLE} as select file_index::integer as file_pos, line "
-                     f"from read_csv(?, {_JSONL_OPTIONS})", [[str(s.path) for s in batch]])
-        stats = {pos: (lo, hi, n, nonblank) for pos, lo, hi, n, nonblank in conn.execute(
-            f"select file_pos, min(rowid), max(rowid), count(*), count(line) from {BATCH_TABLE} group by 1").fetchall()}
-    except duckdb.Error:
-        stats = None  # some file is refused (invalid UTF-8, truncated gzip, huge line): read one by one
-    finally:
-        conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
-    if stats is None or any(hi - lo + 1 != n for lo, hi, n, _ in stats.values()):
-        conn.execute(f"create or replace temp table {BATCH_TABLE} (file_pos integer, line varchar)")
-        for s in batch:
-            _stage_alone(conn, s)
-        return []
-    kept = []
-    for pos, s in enumerate(batch):
-        lo, _hi, _n, nonblank = stats.get(pos, (0, 0, 0, 0))
-        if nonblank == 0:  # its rows (all blank) are skipped by validation; the file is one empty_file row
-            _stage_alone(conn, s, ("empty_file", "no lines (empty or blank-only content)"))
-            continue
-        s.first_rowid = lo
-        s.table = BATCH_TABLE
-        kept.append(s)
-    return kept
 
 
 def file_format(path: Path) -> str | None:
@@ -152,32 +153,26 @@ def file_format(path: Path) -> str | None:
 
 def stage_file(conn: duckdb.DuckDBPyConnection, source: str, path: Path, table: str,
                staged: StagedFile | None = None) -> StagedFile:
-    """Create temp table `table(line_number, line, pre_reason)` for `path` alone; never raises for
-    bad content (that becomes rows). `staged`, if given, is updated (warning) and returned."""
+    """Create temp table `table(line_number, line, pre_reason)` for one CSV or Parquet file; never
+    raises for bad content (that becomes rows). `staged`, if given, is updated (warning) and returned."""
     fmt = file_format(path) or "unknown"
     if staged is None:
-        staged = StagedFile(source, path, fmt, table)
-    staged.table = table
+        staged = StagedFile(source, path, fmt)
     if path.stat().st_size == 0:
-        return _whole_file(conn, staged, "empty_file", "empty file (0 bytes)")
-    if fmt == "jsonl" and _looks_binary(path):
-        return _whole_file(conn, staged, "unreadable_file", "binary content: not UTF-8 text lines")
+        return _whole_file(conn, table, staged, "empty_file", "empty file (0 bytes)")
     try:
-        if fmt == "jsonl":
-            _read_json_lines(conn, path, table)
-        elif fmt == "csv":
-            _read_rows_as_json(conn, path, table, "read_csv(?, header = true, all_varchar = true, null_padding = true, hive_partitioning = false)",
-                               "row_number() over () + 1")
+        if fmt == "csv":
+            _read_rows_as_json(conn, path, table, "read_csv(?, header = true, all_varchar = true, null_padding = true, "
+                               "hive_partitioning = false)", "row_number() over () + 1")
         else:
-            _read_rows_as_json(conn, path, table, "read_parquet(?, file_row_number = true, hive_partitioning = false)", "file_row_number + 1")
+            _read_rows_as_json(conn, path, table, "read_parquet(?, file_row_number = true, hive_partitioning = false)",
+                               "file_row_number + 1")
     except duckdb.Error as exc:
-        if fmt != "jsonl":
-            text = str(exc).lower()
-            reason = "encoding" if ("unicode" in text or "utf" in text) else "unreadable_file"
-            return _whole_file(conn, staged, reason, str(exc))
-        return _python_fallback(conn, staged, exc)
+        text = str(exc).lower()
+        reason = "encoding" if ("unicode" in text or "utf" in text) else "unreadable_file"
+        return _whole_file(conn, table, staged, reason, str(exc))
     if conn.execute(f"select count(*) from {table} where line is not null or pre_reason is not null").fetchone()[0] == 0:
-        return _whole_file(conn, staged, "empty_file", "no lines (empty or blank-only content)")
+        return _whole_file(conn, table, staged, "empty_file", "no lines (empty or blank-only content)")
     return staged
 
 
@@ -200,11 +195,6 @@ def _looks_binary(path: Path, sample: int = 65536) -> bool:
     control = len(head) - len(head.translate(None, _CONTROL_BYTES))
     invalid = head.decode("utf-8", "replace").count("\ufffd")
     return (control + invalid) / len(head) > 0.3
-
-
-def _read_json_lines(conn, path: Path, table: str) -> None:
-    conn.execute(f"create or replace temp table {table} as select row_number() over () as line_number, line, "
-                 f"null::varchar as pre_reason from read_csv(?, {_JSONL_OPTIONS})", [str(path)])
 
 
 def _json_value_sql(name: str, sql_type: str) -> str:
@@ -245,9 +235,9 @@ def _read_rows_as_json(conn, path: Path, table: str, reader: str, line_number: s
         conn.execute("drop table if exists _typed_rows")
 
 
-def _whole_file(conn, staged: StagedFile, reason: str, message: str) -> StagedFile:
-    conn.execute(f"create or replace temp table {staged.table} (line_number bigint, line varchar, pre_reason varchar)")
-    conn.execute(f"insert into {staged.table} values (null, ?, ?)", [message[:RAW_SNIPPET_CHARS], reason])
+def _whole_file(conn, table: str, staged: StagedFile, reason: str, message: str) -> StagedFile:
+    conn.execute(f"create or replace temp table {table} (line_number bigint, line varchar, pre_reason varchar)")
+    conn.execute(f"insert into {table} values (null, ?, ?)", [message[:RAW_SNIPPET_CHARS], reason])
     staged.warning = f"{reason}: {message.splitlines()[0] if message else ''}"[:500]
     return staged
 
@@ -268,14 +258,14 @@ def _gunzip_tolerant(data: bytes) -> tuple[bytes, bool]:
     return b"".join(out), True
 
 
-def _python_fallback(conn, staged: StagedFile, exc: Exception) -> StagedFile:
-    """Recover what DuckDB refused, line by line, but only for this (already refused) file."""
+def _python_fallback(staged: StagedFile, exc: Exception) -> pl.DataFrame:
+    """Recover what the fast reader refused, line by line, but only for this (already refused) file."""
     data = staged.path.read_bytes()
     complete = True
     if staged.path.name.lower().endswith(".gz"):
         data, complete = _gunzip_tolerant(data)
         if not data:
-            return _whole_file(conn, staged, "unreadable_file", f"not a readable gzip stream: {exc}")
+            return _whole_file_frame(staged, "unreadable_file", f"not a readable gzip stream: {exc}")
     pieces = data.split(b"\n")
     ends_clean = data.endswith(b"\n")
     if ends_clean:
@@ -298,26 +288,22 @@ def _python_fallback(conn, staged: StagedFile, exc: Exception) -> StagedFile:
             line = piece[:RAW_SNIPPET_CHARS].replace(b"\x00", b"\\0").decode("utf-8", "backslashreplace")
             bad += 1
         if line is not None and not line.strip() and reason is None:
-            line = None  # blank line: skipped and not counted, like the DuckDB path
+            line = None  # blank line: skipped and not counted, like the fast path
         numbers.append(i)
         lines.append(line)
         reasons.append(reason)
     nonblank = sum(1 for line, r in zip(lines, reasons) if line is not None or r is not None)
     if nonblank and bad > nonblank / 2:
-        return _whole_file(conn, staged, "unreadable_file",
-                           f"binary content: {bad} of {nonblank} lines are not UTF-8 text ({exc})")
+        return _whole_file_frame(staged, "unreadable_file",
+                                 f"binary content: {bad} of {nonblank} lines are not UTF-8 text ({exc})")
     if not complete and ends_clean:
         numbers.append(None)
         lines.append(f"gzip stream ends early after {len(pieces)} complete lines")
         reasons.append("truncated_file")
-    frame = pa.table({"line_number": pa.array(numbers, pa.int64()), "line": pa.array(lines, pa.string()),
-                      "pre_reason": pa.array(reasons, pa.string())})
-    conn.register("_fallback_lines", frame)
-    try:
-        conn.execute(f"create or replace temp table {staged.table} as select * from _fallback_lines")
-    finally:
-        conn.unregister("_fallback_lines")
+    elif not nonblank:
+        return _whole_file_frame(staged, "empty_file", "no lines (empty or blank-only content)")
     kinds = sorted({r for r in reasons if r})
-    staged.warning = (f"read line by line after DuckDB refused it ({str(exc).splitlines()[0][:200]}); "
+    staged.warning = (f"read line by line after the fast reader refused it ({str(exc).splitlines()[0][:200]}); "
                       f"quarantined: {', '.join(kinds) or 'nothing'}")
-    return staged
+    return pl.DataFrame({"file_idx": [staged.index] * len(numbers), "line_number": numbers, "line": lines,
+                         "pre_reason": reasons}, schema=_LINES_SCHEMA)

@@ -4,13 +4,15 @@
 Steps, and why in this order:
 1. fingerprint the partition's files and compare with `raw.ingest_log` (manifest): unchanged means
    a no-op (`skipped_unchanged=True`) unless `force=True`;
-2. stage every file of the partition (`stage_partition`: the JSON-lines files with one `read_csv`
-   call) and validate all their lines with one statement into a temp table, *before* any write:
-   reading is where errors happen, and a failed statement inside a DuckDB transaction aborts the
-   whole transaction; PII is then looked for once per distinct `context` / `extra` text and the
-   hits joined back (view `_ingest_rows`); one aggregate over that view gives every file's counts;
-3. in one transaction, delete the partition's rows from the three raw tables and insert the new
-   ones, so re-materializing replaces the partition atomically (no duplicates, ever).
+2. stage the CSV / Parquet files with DuckDB's readers *before* the write transaction: reading is
+   where errors happen, and a failed statement inside a DuckDB transaction aborts the whole of it;
+3. in one transaction: delete the partition's rows from the three raw tables, then for each chunk of
+   JSON-lines files (read by polars, which cannot abort the transaction: `file_readers`), and last for
+   the staged CSV / Parquet rows, validate every line with one statement into a temp table, look for
+   PII once per distinct `context` / `extra` text and join the hits back (view `_ingest_rows`), count
+   per file, and insert the accepted rows into `raw.events` and the others into `raw.quarantine`;
+   then write the manifest rows and commit. Re-materializing replaces the partition atomically (no
+   duplicates, ever), and memory stays bounded by one chunk however big the day.
 
 Accounting: a line is one non-blank physical line (JSON lines), one record (CSV) or one row
 (Parquet). A file quarantined whole (empty, unreadable, binary) counts as one line read and one
@@ -22,13 +24,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from ..registry import Registry
-from .file_readers import ALL_SUFFIXES, drop_staging, file_format, stage_partition
+from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
+                           read_jsonl_chunk, stage_other_files, staged_files)
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
 from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_hits_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
@@ -126,8 +130,8 @@ CHECKED_TABLE = "_ingest_checked"
 ROWS_VIEW = "_ingest_rows"  # CHECKED_TABLE with the PII redactions applied
 
 
-def _file_results(conn, staged, fingerprints) -> list[FileResult]:
-    """Per-file counts from the checked table, in one aggregate."""
+def _file_results(conn, staged: list[StagedFile], fingerprints) -> list[FileResult]:
+    """Per-file counts of the checked rows of `staged` (one chunk), in one aggregate."""
     pii_sums = ", ".join(f"coalesce(sum(pii_{k}) filter (where reason is null), 0)" for k in PII_KINDS)
     rows = conn.execute(
         f"select file_idx, count(*), count(*) filter (where reason is null), "
@@ -135,7 +139,8 @@ def _file_results(conn, staged, fingerprints) -> list[FileResult]:
         f"from {ROWS_VIEW} group by 1").fetchall()
     by_file = {r[0]: r[1:] for r in rows}
     results = []
-    for s, fp in zip(staged, fingerprints):
+    for s in staged:
+        fp = fingerprints[s.index]
         read, accepted, lost, *pii = by_file.get(s.index, (0, 0, False) + (0,) * len(PII_KINDS))
         pii = [int(x) for x in pii]
         results.append(FileResult(
@@ -163,7 +168,8 @@ def _reasons(conn, partition: str) -> dict[str, int]:
 
 
 def ingest_partition(
-    conn: duckdb.DuckDBPyConnection, raw_dir: Path, partition: str, registry: Registry, *, force: bool = False
+    conn: duckdb.DuckDBPyConnection, raw_dir: Path, partition: str, registry: Registry, *, force: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> IngestSummary:
     """Replace partition `partition` of the raw tables with the contents of its dump folders.
 
@@ -184,45 +190,87 @@ def ingest_partition(
     cells = registry_cell_texts(registry)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     summary = IngestSummary(partition=partition)
+    staged = staged_files([(fp.source, fp.path) for fp in fingerprints])
+    chunks = jsonl_chunks(staged)
+    ctx = _WriteContext(partition, now, [fp.source for fp in fingerprints], [str(fp.path) for fp in fingerprints])
     preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
     try:
-        staged, lines = stage_partition(conn, [(fp.source, fp.path) for fp in fingerprints])
+        has_other = stage_other_files(conn, staged)
         # every row carries its file and line number, so row order is free: lets DuckDB write in parallel
         conn.execute("set preserve_insertion_order = false")
-        conn.execute(f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(f'({lines})', levels, cells)}")
-        drop_staging(conn)
-        # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
-        # the view the per-file counts and the inserts read (no join at all when nothing matched)
-        for stmt in pii_hits_sql(CHECKED_TABLE):
-            conn.execute(stmt)
-        cols = {c for (c,) in conn.execute(f"select distinct col from {PII_HITS_TABLE}").fetchall()}
-        conn.execute(f"create or replace temp view {ROWS_VIEW} as {pii_applied_sql(CHECKED_TABLE, cols)}")
-        summary.files = _file_results(conn, staged, fingerprints)
         conn.execute("begin transaction")
         try:
             for table in ("raw.events", "raw.quarantine", "raw.ingest_log"):
                 conn.execute(f"delete from {table} where dt = ?::date", [partition])
-            _write_partition(conn, summary.files, partition, now, rules)
+            for n, chunk in enumerate(chunks, start=1):
+                frame = read_jsonl_chunk(chunk)
+                if progress:
+                    progress(f"{partition}: chunk {n}/{len(chunks)}: {len(chunk)} JSON-lines file(s), "
+                             f"{frame.height:,} lines")
+                conn.register(LINES_VIEW, frame)
+                try:
+                    summary.files += _load_chunk(conn, LINES_VIEW, chunk, fingerprints, levels, cells, ctx)
+                finally:
+                    conn.unregister(LINES_VIEW)
+                del frame
+            if has_other:
+                summary.files += _load_chunk(conn, OTHER_TABLE, [s for s in staged if s.file_format != "jsonl"],
+                                             fingerprints, levels, cells, ctx)
+            order = {str(fp.path): i for i, fp in enumerate(fingerprints)}
+            summary.files.sort(key=lambda f: order[f.path])
+            _write_log(conn, summary.files, partition, now, rules)
             conn.execute("commit")
         except Exception:
             conn.execute("rollback")
             raise
     finally:
         conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
+        _drop_temps(conn)
         drop_staging(conn)
-        conn.execute(f"drop view if exists {ROWS_VIEW}")
-        conn.execute(f"drop table if exists {CHECKED_TABLE}")
-        conn.execute(f"drop table if exists {PII_HITS_TABLE}")
-        conn.execute(f"drop table if exists {PII_TEXTS_TABLE}")
     summary.reasons = _reasons(conn, partition)
     return summary
 
 
-def _write_partition(conn, results: list[FileResult], partition: str, now, rules: str) -> None:
-    """Insert the checked rows of every file (`file_idx` = position in `results`) and the log rows."""
+LINES_VIEW = "_ingest_lines"  # the chunk's polars frame, registered
+
+
+@dataclass
+class _WriteContext:
+    partition: str
+    now: dt.datetime
+    sources: list[str]  # by file_idx
+    paths: list[str]
+
+
+def _drop_temps(conn) -> None:
+    conn.execute(f"drop view if exists {ROWS_VIEW}")
+    for table in (CHECKED_TABLE, PII_HITS_TABLE, PII_TEXTS_TABLE):
+        conn.execute(f"drop table if exists {table}")
+
+
+def _load_chunk(conn, lines: str, staged: list[StagedFile], fingerprints, levels, cells, ctx: _WriteContext
+                ) -> list[FileResult]:
+    """Validate the lines of relation `lines` (the files `staged`), redact PII, insert them; return
+    the files' counts."""
+    try:
+        conn.execute(f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(lines, levels, cells)}")
+        # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
+        # the view the per-file counts and the inserts read (no join at all when nothing matched)
+        for stmt in pii_hits_sql(CHECKED_TABLE):
+            conn.execute(stmt)
+        cols = {c for (c,) in conn.execute(f"select distinct col from {PII_HITS_TABLE}").fetchall()}
+        conn.execute(f"create or replace temp view {ROWS_VIEW} as {pii_applied_sql(CHECKED_TABLE, cols)}")
+        results = _file_results(conn, staged, fingerprints)
+        _write_rows(conn, ctx)
+        return results
+    finally:
+        _drop_temps(conn)
+
+
+def _write_rows(conn, ctx: _WriteContext) -> None:
+    """Insert the checked rows (`file_idx` = position in the partition's file list)."""
     pii_cols = ", ".join(f"pii_{k}" for k in PII_KINDS)
-    sources = [r.source for r in results]
-    paths = [r.path for r in results]
+    params = {"sources": ctx.sources, "paths": ctx.paths, "dt": ctx.partition, "now": ctx.now}
     conn.execute(
         f"""
         insert into raw.events ({_EVENT_COLUMNS})
@@ -231,14 +279,13 @@ def _write_partition(conn, results: list[FileResult], partition: str, now, rules
                {' + '.join(f'pii_{k}' for k in PII_KINDS)}, payload_hash, $sources[file_idx + 1],
                $paths[file_idx + 1], line_number, $dt::date, $now, {pii_cols}
         from {ROWS_VIEW} where reason is null
-        """,
-        {"sources": sources, "paths": paths, "dt": partition, "now": now},
-    )
+        """, params)
     conn.execute(
         f"insert into raw.quarantine select $sources[file_idx + 1], $paths[file_idx + 1], line_number, reason, raw, "
-        f"$dt::date, $now from {CHECKED_TABLE} where reason is not null",
-        {"sources": sources, "paths": paths, "dt": partition, "now": now},
-    )
+        f"$dt::date, $now from {CHECKED_TABLE} where reason is not null", params)
+
+
+def _write_log(conn, results: list[FileResult], partition: str, now, rules: str) -> None:
     if results:
         conn.executemany(
             f"insert into raw.ingest_log ({_LOG_COLUMNS}) values (?, ?, ?::date, ?, ?, ?, ?, ?, ?, ?, "

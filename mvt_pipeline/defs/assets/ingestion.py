@@ -76,7 +76,8 @@ def raw_events(context: dg.AssetExecutionContext, config: IngestConfig, duckdb: 
     registry = load_registry(s.registry_dir)
     thresholds = config.thresholds()
     with duckdb.get_connection() as conn:
-        summary = ingest_partition(conn, s.raw_dir, partition, registry, force=config.force)
+        summary = ingest_partition(conn, s.raw_dir, partition, registry, force=config.force,
+                                   progress=context.log.info)
         metrics = all_metrics(conn, partition, thresholds)
         outcomes = {}
         for name, metric in metrics.items():
