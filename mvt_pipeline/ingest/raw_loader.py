@@ -207,14 +207,10 @@ def ingest_partition(
                 if progress:
                     progress(f"{partition}: chunk {n}/{len(chunks)}: {len(chunk)} JSON-lines file(s), "
                              f"{frame.height:,} lines")
-                conn.register(LINES_VIEW, frame)
-                try:
-                    summary.files += _load_chunk(conn, LINES_VIEW, chunk, fingerprints, levels, cells, ctx)
-                finally:
-                    conn.unregister(LINES_VIEW)
+                summary.files += _load_chunk(conn, frame, chunk, fingerprints, levels, cells, ctx)
                 del frame
             if has_other:
-                summary.files += _load_chunk(conn, OTHER_TABLE, [s for s in staged if s.file_format != "jsonl"],
+                summary.files += _load_chunk(conn, None, [s for s in staged if s.file_format != "jsonl"],
                                              fingerprints, levels, cells, ctx)
             order = {str(fp.path): i for i, fp in enumerate(fingerprints)}
             summary.files.sort(key=lambda f: order[f.path])
@@ -231,7 +227,7 @@ def ingest_partition(
     return summary
 
 
-LINES_VIEW = "_ingest_lines"  # the chunk's polars frame, registered
+LINES_VIEW = "_ingest_lines"  # name of the chunk's lines in the validation statement
 
 
 @dataclass
@@ -248,12 +244,22 @@ def _drop_temps(conn) -> None:
         conn.execute(f"drop table if exists {table}")
 
 
-def _load_chunk(conn, lines: str, staged: list[StagedFile], fingerprints, levels, cells, ctx: _WriteContext
+def _load_chunk(conn, frame, staged: list[StagedFile], fingerprints, levels, cells, ctx: _WriteContext
                 ) -> list[FileResult]:
-    """Validate the lines of relation `lines` (the files `staged`), redact PII, insert them; return
-    the files' counts."""
+    """Validate the lines of one chunk (polars `frame`, or the staged CSV / Parquet rows when None),
+    redact PII, insert them; return the files' counts.
+
+    The frame is bound to the one statement that reads it (relation API) rather than registered: a
+    registered object is kept alive by the open transaction until the commit, so memory would grow
+    with every chunk. (Temp tables dropped inside the transaction are kept too, but by DuckDB, within
+    its memory limit, spilling to disk.)"""
     try:
-        conn.execute(f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(lines, levels, cells)}")
+        if frame is None:
+            conn.execute(f"create or replace temp table {CHECKED_TABLE} as "
+                         f"{checked_select_sql(OTHER_TABLE, levels, cells)}")
+        else:
+            conn.from_arrow(frame.to_arrow()).query(
+                LINES_VIEW, f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(LINES_VIEW, levels, cells)}")
         # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
         # the view the per-file counts and the inserts read (no join at all when nothing matched)
         for stmt in pii_hits_sql(CHECKED_TABLE):

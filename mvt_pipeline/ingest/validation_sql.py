@@ -160,6 +160,35 @@ def _compact_line_sql() -> str:
     return f"concat({', '.join(members)}, '}}')"
 
 
+# The two shapes nearly every SDK line has: their rebuild is one `concat` (no per-member `||`).
+_SHAPES = (
+    tuple(f for f in KNOWN_FIELDS if f not in ("experiment_id", "assignment", "cell_id", "hash_version")),  # metric
+    tuple(f for f in KNOWN_FIELDS if f not in ("metric", "value")),  # exposure
+)
+
+
+def _shape_line_sql(fields: tuple[str, ...]) -> tuple[str, str]:
+    """(condition: exactly `fields` are present, the line rebuilt for that shape)."""
+    pieces: list[tuple[bool, str]] = []  # (is_literal, text)
+
+    def lit(text: str) -> None:
+        if pieces and pieces[-1][0]:
+            pieces[-1] = (True, pieces[-1][1] + text)
+        else:
+            pieces.append((True, text))
+
+    for i, f in enumerate(fields):
+        lit(("{" if i == 0 else ",") + f'"{f}":' + ("" if f in _JSON_TYPED else '"'))
+        pieces.append((False, f"t.{f}::varchar" if f in _JSON_TYPED else f"t.{f}"))
+        if f not in _JSON_TYPED:
+            lit('"')
+    lit("}")
+    body = ", ".join("'" + text.replace("'", "''") + "'" if is_lit else text for is_lit, text in pieces)
+    cond = " and ".join([f"t.{f} is not null" for f in fields] +
+                        [f"t.{f} is null" for f in KNOWN_FIELDS if f not in fields])
+    return cond, f"concat({body})"
+
+
 def _fast_line_sql() -> str:
     """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, JSON-typed
     ones as their JSON text, absent members skipped, contract order, compact. Equal to a line
@@ -171,7 +200,9 @@ def _fast_line_sql() -> str:
         sep = "{" if i == 0 else ","
         members.append(f"'{sep}\"{f}\":' || t.{f}::varchar" if f in _JSON_TYPED
                        else f"'{sep}\"{f}\":\"' || t.{f} || '\"'")
-    return f"concat({', '.join(members)}, '}}')"
+    general = f"concat({', '.join(members)}, '}}')"
+    whens = " ".join(f"when {cond} then {line}" for cond, line in map(_shape_line_sql, _SHAPES))
+    return f"case {whens} else {general} end"
 
 
 def _transform_type() -> str:
