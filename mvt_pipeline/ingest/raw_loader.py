@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import polars as pl
+import pyarrow as pa
 
 from ..registry import Registry
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
@@ -227,6 +229,7 @@ def ingest_partition(
     return summary
 
 
+SCAN_BATCH_ROWS = 65_536
 LINES_VIEW = "_ingest_lines"  # name of the chunk's lines in the validation statement
 
 
@@ -258,7 +261,11 @@ def _load_chunk(conn, frame, staged: list[StagedFile], fingerprints, levels, cel
             conn.execute(f"create or replace temp table {CHECKED_TABLE} as "
                          f"{checked_select_sql(OTHER_TABLE, levels, cells)}")
         else:
-            conn.from_arrow(frame.to_arrow()).query(
+            # DuckDB scans an Arrow table one record batch per thread: a file polars read in one piece
+            # would be validated on one core, so the lines are cut into batches (zero-copy slices)
+            lines = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
+            lines = pa.Table.from_batches(lines.to_batches(max_chunksize=SCAN_BATCH_ROWS), lines.schema)
+            conn.from_arrow(lines).query(
                 LINES_VIEW, f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(LINES_VIEW, levels, cells)}")
         # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
         # the view the per-file counts and the inserts read (no join at all when nothing matched)

@@ -1,15 +1,20 @@
 """The one validation pass: staged lines -> parsed, typed, PII-redacted rows with a reason code.
 
 Why it is shaped this way (it is the hot path, see docs/benchmarks.md):
-- each line is parsed once by `json_extract(line, [all known paths])`, which returns the JSON text of
-  every known field; types are then read from the first character of that text (`"` string, digit or
-  `-` number, `{` object...) instead of calling a JSON function per field; only strings are unescaped;
-- unknown fields cost no second parse on compact lines: a line is exactly `{` + its known members,
-  in contract order, joined by `,` + `}` (rebuilt from the fragments and compared byte for byte) when
-  it has no unknown field; only the lines that differ (unknown fields, other key order, whitespace,
-  escapes, numbers written another way) pay for `json_keys`, and only those with an unknown key pay
-  for `json_merge_patch`, which builds `extra` without the known keys;
-- the fragments stay typed JSON, so `assignment`, `context` and `extra` reach `raw.events` without
+- fast path: a line in the canonical shape (compact, known fields in contract order, string ids, no
+  backslash) is decoded by one `try(json_transform(line, struct))` (strings come back unquoted) and
+  rebuilt from the decoded values (`_fast_line_sql`, one `concat` for the two usual shapes); an
+  exact byte-for-byte match proves there is no unknown field, no null, no other type and no
+  whitespace, so the struct's values are used as they are and no other JSON function runs. `try`
+  spares the `json_valid` parse: only lines ending in `}` are tried, and a malformed one among them
+  makes `try` fall back row by row for its vector only;
+- general path, for every other line: `json_valid`, then one `json_extract(line, [all known paths])`
+  returning the JSON text of every known field; types are read from the first character of that text
+  (`"` string, digit or `-` number, `{` object...); only strings are unescaped. Unknown fields: a
+  line rebuilt from the fragments that matches is compact; the rest pay for `json_keys`, and only
+  those with an unknown key pay for `json_merge_patch`, which builds `extra` without the known keys;
+  `fast_path=False` sends every line here (the tests compare the two paths);
+- JSON values stay typed JSON, so `assignment`, `context` and `extra` reach `raw.events` without
   being re-validated by a VARCHAR -> JSON cast (only redacted values are cast back);
 - PII is not scanned per row: `context`/`extra` texts repeat (per unit, device, app version), so
   `pii_hits_sql` scans each DISTINCT text once with one combined RE2 pattern after the checked table
