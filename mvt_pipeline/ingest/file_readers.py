@@ -123,15 +123,19 @@ def _has_gzip_magic(path: Path) -> bool:
         return fh.read(2) == b"\x1f\x8b"
 
 
-def _whole_file_frame(s: StagedFile, reason: str, message: str) -> pl.DataFrame:
+def _whole_file_warning(s: StagedFile, reason: str, message: str) -> None:
     s.warning = f"{reason}: {message.splitlines()[0] if message else ''}"[:500]
+
+
+def _whole_file_frame(s: StagedFile, reason: str, message: str) -> pl.DataFrame:
+    _whole_file_warning(s, reason, message)
     return pl.DataFrame({"file_idx": [s.index], "line_number": [None], "line": [message[:RAW_SNIPPET_CHARS]],
                          "pre_reason": [reason]}, schema=_LINES_SCHEMA)
 
 
-def stage_other_files(conn: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> bool:
+def stage_other_files(conn: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> list[StagedFile]:
     """Stage every non-JSON-lines file into OTHER_TABLE with DuckDB's readers. Run it before the write
-    transaction: a reader error inside a transaction would abort it. True if any file was staged."""
+    transaction: a reader error inside a transaction would abort it. Returns the files staged."""
     conn.execute(f"create or replace temp table {OTHER_TABLE} (file_idx integer, line_number bigint, line varchar, "
                  "pre_reason varchar)")
     others = [s for s in staged if s.file_format != "jsonl"]
@@ -141,7 +145,7 @@ def stage_other_files(conn: duckdb.DuckDBPyConnection, staged: list[StagedFile])
             conn.execute(f"insert into {OTHER_TABLE} select ?, line_number, line, pre_reason from _stage_one", [s.index])
         finally:
             conn.execute("drop table if exists _stage_one")
-    return bool(others)
+    return others
 
 
 def drop_staging(conn: duckdb.DuckDBPyConnection) -> None:
@@ -247,7 +251,7 @@ def _read_rows_as_json(conn, path: Path, table: str, reader: str, line_number: s
 def _whole_file(conn, table: str, staged: StagedFile, reason: str, message: str) -> StagedFile:
     conn.execute(f"create or replace temp table {table} (line_number bigint, line varchar, pre_reason varchar)")
     conn.execute(f"insert into {table} values (null, ?, ?)", [message[:RAW_SNIPPET_CHARS], reason])
-    staged.warning = f"{reason}: {message.splitlines()[0] if message else ''}"[:500]
+    _whole_file_warning(staged, reason, message)
     return staged
 
 

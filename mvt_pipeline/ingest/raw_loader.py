@@ -197,7 +197,7 @@ def ingest_partition(
     ctx = _WriteContext(partition, now, [fp.source for fp in fingerprints], [str(fp.path) for fp in fingerprints])
     preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
     try:
-        has_other = stage_other_files(conn, staged)
+        others = stage_other_files(conn, staged)
         # every row carries its file and line number, so row order is free: lets DuckDB write in parallel
         conn.execute("set preserve_insertion_order = false")
         conn.execute("begin transaction")
@@ -211,9 +211,8 @@ def ingest_partition(
                              f"{frame.height:,} lines")
                 summary.files += _load_chunk(conn, frame, chunk, fingerprints, levels, cells, ctx)
                 del frame
-            if has_other:
-                summary.files += _load_chunk(conn, None, [s for s in staged if s.file_format != "jsonl"],
-                                             fingerprints, levels, cells, ctx)
+            if others:
+                summary.files += _load_chunk(conn, None, others, fingerprints, levels, cells, ctx)
             order = {str(fp.path): i for i, fp in enumerate(fingerprints)}
             summary.files.sort(key=lambda f: order[f.path])
             _write_log(conn, summary.files, partition, now, rules)

@@ -36,7 +36,6 @@ KNOWN_FIELDS = (
 _ID_FIELDS = ("event_id", "unit_id", "device_id", "session_id", "experiment_id", "cell_id", "hash_version")
 # Fields the fast path reads as JSON text; every other known field it reads as a string.
 _JSON_TYPED = ("seq", "assignment", "value", "context")
-assert KNOWN_FIELDS.index("assignment") == 9 and KNOWN_FIELDS.index("context") == 14
 
 # Redaction patterns (RE2 syntax), each preceded by a boundary group so that version strings such
 # as "Chrome/120.0.0.0" or "3.2.1" are not mistaken for IP addresses or phone numbers.
@@ -54,13 +53,19 @@ assert set(PII_PATTERNS) == set(PII_KINDS)
 _ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values()) + ")" + _PII_END
 
 
+def _frag(field: str) -> str:
+    """The `json_extract` fragment (JSON) of a known field, general path."""
+    return f"j[{KNOWN_FIELDS.index(field) + 1}]"
+
+
+def _json(field: str) -> str:
+    """JSON value of a known field: from `t` on fast rows for the JSON-typed fields, else the fragment."""
+    return f"case when fast then t.{field} else {_frag(field)} end" if field in _JSON_TYPED else _frag(field)
+
+
 def _j(field: str) -> str:
-    """JSON text of a known field as VARCHAR (a JSON -> VARCHAR cast is free; the reverse parses).
-    Fast rows read it from `t`, the others from the `json_extract` fragments `j`."""
-    i = KNOWN_FIELDS.index(field) + 1
-    if field in _JSON_TYPED:
-        return f"(case when fast then t.{field} else j[{i}] end::varchar)"
-    return f"(j[{i}]::varchar)"
+    """JSON text of a known field as VARCHAR (a JSON -> VARCHAR cast is free; the reverse parses)."""
+    return f"(({_json(field)})::varchar)"
 
 
 def _unquote(frag: str) -> str:
@@ -74,9 +79,11 @@ def _field_sql() -> str:
     strings, so their `k_` is `"` (a fast row has no JSON null: the line would not be rebuilt)."""
     out = []
     for f in KNOWN_FIELDS:
-        fast = f"left({_j(f)}, 1)" if f in _JSON_TYPED else f"case when t.{f} is not null then '\"' end"
-        out.append(f"case when fast then {fast} else left({_j(f)}, 1) end as k_{f}" if f not in _JSON_TYPED
-                   else f"{fast} as k_{f}")
+        if f in _JSON_TYPED:
+            out.append(f"left({_j(f)}, 1) as k_{f}")
+        else:
+            out.append(f"case when fast then case when t.{f} is not null then '\"' end else left({_j(f)}, 1) end "
+                       f"as k_{f}")
     for f in ("event_type", "ts", "received_at", "metric"):
         out.append(f"case when fast then t.{f} when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} end as {f}_text")
     for f in _ID_FIELDS:
@@ -89,9 +96,8 @@ def _field_sql() -> str:
                f"then try_cast({_j('value')} as double) end as value")
     out.append(f"{_j('assignment')} as assignment_text")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_j('context')} end as context_text")
-    out.append("case when fast then t.assignment else j[10] end as assignment_json")
-    out.append(f"case when left({_j('context')}, 1) = '{{' then case when fast then t.context else j[15] end "
-               "end as context_json")
+    out.append(f"{_json('assignment')} as assignment_json")
+    out.append(f"case when left({_j('context')}, 1) = '{{' then {_json('context')} end as context_json")
     return ",\n        ".join(out)
 
 
@@ -154,15 +160,18 @@ def _sql_list(items) -> str:
     return "[" + ", ".join("'" + str(x).replace("'", "''") + "'" for x in items) + "]::varchar[]"
 
 
-def _compact_line_sql() -> str:
-    """The line as it would read with exactly its known members, compact, in contract order (an
-    absent member vanishes: `||` with NULL gives NULL and `concat` skips NULLs). A line without
-    `event_id` never equals it (it would start with `{,`): that only sends it to `json_keys`."""
-    members = []
-    for i, f in enumerate(KNOWN_FIELDS):
-        sep = "{" if i == 0 else ","
-        members.append(f"'{sep}\"{f}\":' || j[{i + 1}]::varchar")
+def _rebuilt_line_sql(value) -> str:
+    """The line as it would read with exactly its known members, compact, in contract order, each
+    member's value being `value(field)` (an absent member vanishes: `||` with NULL gives NULL and
+    `concat` skips NULLs)."""
+    members = [f"'{'{' if i == 0 else ','}\"{f}\":' || {value(f)}" for i, f in enumerate(KNOWN_FIELDS)]
     return f"concat({', '.join(members)}, '}}')"
+
+
+def _compact_line_sql() -> str:
+    """The line rebuilt from the `json_extract` fragments. A line without `event_id` never equals it
+    (it would start with `{,`): that only sends it to `json_keys`."""
+    return _rebuilt_line_sql(lambda f: f"{_frag(f)}::varchar")
 
 
 # The two shapes nearly every SDK line has: their rebuild is one `concat` (no per-member `||`).
@@ -200,12 +209,7 @@ def _fast_line_sql() -> str:
     without backslashes only when every present known field is a JSON string (or, for the JSON-typed
     ones, any value), nothing is null, no key is unknown or repeated and no whitespace is left:
     then the struct *is* the line, decoded, and its values need no further parsing."""
-    members = []
-    for i, f in enumerate(KNOWN_FIELDS):
-        sep = "{" if i == 0 else ","
-        members.append(f"'{sep}\"{f}\":' || t.{f}::varchar" if f in _JSON_TYPED
-                       else f"'{sep}\"{f}\":\"' || t.{f} || '\"'")
-    general = f"concat({', '.join(members)}, '}}')"
+    general = _rebuilt_line_sql(lambda f: f"t.{f}::varchar" if f in _JSON_TYPED else f"'\"' || t.{f} || '\"'")
     whens = " ".join(f"when {cond} then {line}" for cond, line in map(_shape_line_sql, _SHAPES))
     return f"case {whens} else {general} end"
 
