@@ -51,17 +51,25 @@ MAX_CELL_TEXTS = 4096
 
 
 def registry_cell_texts(registry: Registry) -> list[str]:
-    """`experiment<US>assignment JSON` for every full cell, factors in registry order, compact: the
-    form SDKs send, so checking most exposures is one list lookup. Only a shortcut (any other
-    spelling of a valid assignment is checked entry by entry), so it is skipped for huge designs."""
+    """`experiment<US>assignment JSON` for every full cell (factors in registry order) and every
+    single factor's level, compact: the forms SDKs send (whole cell, or one exposure per factor), so
+    checking most exposures is one list lookup. Only a shortcut (any other spelling of a valid
+    assignment is checked entry by entry), so it is skipped for huge designs."""
     out: list[str] = []
+
+    def add(experiment: str, assignment: dict) -> None:
+        out.append(experiment + "\x1f" + json.dumps(assignment, separators=(",", ":"), ensure_ascii=False))
+
     for e in registry.experiments:
         names = [f.name for f in e.factors]
+        for f in e.factors:
+            for level in f.levels:
+                add(e.id, {f.name: level})
         for levels in itertools.product(*(f.levels for f in e.factors)):
-            out.append(e.id + "\x1f" + json.dumps(dict(zip(names, levels)), separators=(",", ":"), ensure_ascii=False))
+            add(e.id, dict(zip(names, levels)))
             if len(out) > MAX_CELL_TEXTS:
                 return []
-    return sorted(out)
+    return sorted(set(out))
 
 
 def rules_fingerprint(registry: Registry) -> str:

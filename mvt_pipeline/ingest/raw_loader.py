@@ -8,7 +8,8 @@ Steps, and why in this order:
    where errors happen, and a failed statement inside a DuckDB transaction aborts the whole of it;
 3. in one transaction: delete the partition's rows from the three raw tables, then for each chunk of
    JSON-lines files (read by polars, which cannot abort the transaction: `file_readers`), and last for
-   the staged CSV / Parquet rows, validate every line with one statement into a temp table, look for
+   the staged CSV / Parquet rows, validate every line into a temp table (the fast path accepts the
+   canonical lines, the general path decides the rest: `fast_path_sql`, `validation_sql`), look for
    PII once per distinct `context` / `extra` text and join the hits back (view `_ingest_rows`), count
    per file, and insert the accepted rows into `raw.events` and the others into `raw.quarantine`;
    then write the manifest rows and commit. Re-materializing replaces the partition atomically (no
@@ -36,7 +37,8 @@ from ..registry import Registry
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
                            read_jsonl_chunk, stage_other_files, staged_files)
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
-from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_hits_sql
+from .fast_path_sql import fast_select_sql, pending_statements
+from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, pii_applied_sql, pii_hits_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
 PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -257,15 +259,17 @@ def _load_chunk(conn, frame, staged: list[StagedFile], fingerprints, levels, cel
     its memory limit, spilling to disk.)"""
     try:
         if frame is None:
-            conn.execute(f"create or replace temp table {CHECKED_TABLE} as "
-                         f"{checked_select_sql(OTHER_TABLE, levels, cells)}")
+            conn.execute(f"create or replace temp table {CHECKED_TABLE} as {fast_select_sql(OTHER_TABLE, levels, cells)}")
         else:
             # DuckDB scans an Arrow table one record batch per thread: a file polars read in one piece
             # would be validated on one core, so the lines are cut into batches (zero-copy slices)
             lines = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
             lines = pa.Table.from_batches(lines.to_batches(max_chunksize=SCAN_BATCH_ROWS), lines.schema)
             conn.from_arrow(lines).query(
-                LINES_VIEW, f"create or replace temp table {CHECKED_TABLE} as {checked_select_sql(LINES_VIEW, levels, cells)}")
+                LINES_VIEW, f"create or replace temp table {CHECKED_TABLE} as {fast_select_sql(LINES_VIEW, levels, cells)}")
+        # the lines the fast path did not accept (a few per thousand) go through the general path
+        for stmt in pending_statements(CHECKED_TABLE, levels, cells):
+            conn.execute(stmt)
         # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
         # the view the per-file counts and the inserts read (no join at all when nothing matched)
         for stmt in pii_hits_sql(CHECKED_TABLE):

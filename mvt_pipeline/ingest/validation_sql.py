@@ -1,19 +1,13 @@
-"""The one validation pass: staged lines -> parsed, typed, PII-redacted rows with a reason code.
+"""The general validation path: any line -> parsed, typed row with a reason code (NULL = accepted).
 
-Why it is shaped this way (it is the hot path, see docs/benchmarks.md):
-- fast path: a line in the canonical shape (compact, known fields in contract order, string ids, no
-  backslash) is decoded by one `try(json_transform(line, struct))` (strings come back unquoted) and
-  rebuilt from the decoded values (`_fast_line_sql`, one `concat` for the two usual shapes); an
-  exact byte-for-byte match proves there is no unknown field, no null, no other type and no
-  whitespace, so the struct's values are used as they are and no other JSON function runs. `try`
-  spares the `json_valid` parse: only lines ending in `}` are tried, and a malformed one among them
-  makes `try` fall back row by row for its vector only;
-- general path, for every other line: `json_valid`, then one `json_extract(line, [all known paths])`
-  returning the JSON text of every known field; types are read from the first character of that text
-  (`"` string, digit or `-` number, `{` object...); only strings are unescaped. Unknown fields: a
-  line rebuilt from the fragments that matches is compact; the rest pay for `json_keys`, and only
-  those with an unknown key pay for `json_merge_patch`, which builds `extra` without the known keys;
-  `fast_path=False` sends every line here (the tests compare the two paths);
+Lines in the canonical SDK shape are accepted by `fast_path_sql` first; this path decides every
+other line, and holds the reason codes and their order. Shaped for the lines it gets (near misses,
+CSV / Parquet rows, malformed text):
+- `json_valid`, then one `json_extract(line, [all known paths])` returning the JSON text of every
+  known field; types are read from the first character of that text (`"` string, digit or `-`
+  number, `{` object...); only strings are unescaped. Unknown fields: a line rebuilt from the
+  fragments that matches is compact; the rest pay for `json_keys`, and only those with an unknown
+  key pay for `json_merge_patch`, which builds `extra` without the known keys;
 - JSON values stay typed JSON, so `assignment`, `context` and `extra` reach `raw.events` without
   being re-validated by a VARCHAR -> JSON cast (only redacted values are cast back);
 - PII is not scanned per row: `context`/`extra` texts repeat (per unit, device, app version), so
@@ -34,9 +28,6 @@ KNOWN_FIELDS = (
 )
 # Identifier fields may arrive as JSON integers (SDKs with numeric user ids); they are kept as text.
 _ID_FIELDS = ("event_id", "unit_id", "device_id", "session_id", "experiment_id", "cell_id", "hash_version")
-# Fields the fast path reads as JSON text; every other known field it reads as a string.
-_JSON_TYPED = ("seq", "assignment", "value", "context")
-
 # Redaction patterns (RE2 syntax), each preceded by a boundary group so that version strings such
 # as "Chrome/120.0.0.0" or "3.2.1" are not mistaken for IP addresses or phone numbers.
 _BOUNDARY = r"(^|[^A-Za-z0-9_./:-])"
@@ -58,14 +49,9 @@ def _frag(field: str) -> str:
     return f"j[{KNOWN_FIELDS.index(field) + 1}]"
 
 
-def _json(field: str) -> str:
-    """JSON value of a known field: from `t` on fast rows for the JSON-typed fields, else the fragment."""
-    return f"case when fast then t.{field} else {_frag(field)} end" if field in _JSON_TYPED else _frag(field)
-
-
 def _j(field: str) -> str:
     """JSON text of a known field as VARCHAR (a JSON -> VARCHAR cast is free; the reverse parses)."""
-    return f"(({_json(field)})::varchar)"
+    return f"({_frag(field)}::varchar)"
 
 
 def _unquote(frag: str) -> str:
@@ -74,20 +60,12 @@ def _unquote(frag: str) -> str:
 
 
 def _field_sql() -> str:
-    """Per known field: `k_<f>` = first char of its JSON text (NULL = absent, 'n' = null), `<f>` = value.
-    A fast row's string fields are already unquoted by `json_transform` (`t.<f>`); they are JSON
-    strings, so their `k_` is `"` (a fast row has no JSON null: the line would not be rebuilt)."""
-    out = []
-    for f in KNOWN_FIELDS:
-        if f in _JSON_TYPED:
-            out.append(f"left({_j(f)}, 1) as k_{f}")
-        else:
-            out.append(f"case when fast then case when t.{f} is not null then '\"' end else left({_j(f)}, 1) end "
-                       f"as k_{f}")
+    """Per known field: `k_<f>` = first char of its JSON text (NULL = absent, 'n' = null), `<f>` = value."""
+    out = [f"left({_j(f)}, 1) as k_{f}" for f in KNOWN_FIELDS]
     for f in ("event_type", "ts", "received_at", "metric"):
-        out.append(f"case when fast then t.{f} when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} end as {f}_text")
+        out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} end as {f}_text")
     for f in _ID_FIELDS:
-        out.append(f"case when fast then t.{f} when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
+        out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
                    f"when regexp_full_match({_j(f)}, '-?[0-9]+') then {_j(f)} end as {f}")
     out.append(f"case when (left({_j('seq')}, 1) between '0' and '9' or left({_j('seq')}, 1) = '-') "
                f"and not (contains({_j('seq')}, '.') or contains({_j('seq')}, 'e') or contains({_j('seq')}, 'E')) "
@@ -96,8 +74,8 @@ def _field_sql() -> str:
                f"then try_cast({_j('value')} as double) end as value")
     out.append(f"{_j('assignment')} as assignment_text")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_j('context')} end as context_text")
-    out.append(f"{_json('assignment')} as assignment_json")
-    out.append(f"case when left({_j('context')}, 1) = '{{' then {_json('context')} end as context_json")
+    out.append(f"{_frag('assignment')} as assignment_json")
+    out.append(f"case when left({_j('context')}, 1) = '{{' then {_frag('context')} end as context_json")
     return ",\n        ".join(out)
 
 
@@ -156,11 +134,11 @@ def _reason_sql() -> str:
     end"""
 
 
-def _sql_list(items) -> str:
+def sql_list(items) -> str:
     return "[" + ", ".join("'" + str(x).replace("'", "''") + "'" for x in items) + "]::varchar[]"
 
 
-def _rebuilt_line_sql(value) -> str:
+def rebuilt_line_sql(value) -> str:
     """The line as it would read with exactly its known members, compact, in contract order, each
     member's value being `value(field)` (an absent member vanishes: `||` with NULL gives NULL and
     `concat` skips NULLs)."""
@@ -171,93 +149,37 @@ def _rebuilt_line_sql(value) -> str:
 def _compact_line_sql() -> str:
     """The line rebuilt from the `json_extract` fragments. A line without `event_id` never equals it
     (it would start with `{,`): that only sends it to `json_keys`."""
-    return _rebuilt_line_sql(lambda f: f"{_frag(f)}::varchar")
+    return rebuilt_line_sql(lambda f: f"{_frag(f)}::varchar")
 
 
-# The two shapes nearly every SDK line has: their rebuild is one `concat` (no per-member `||`).
-_SHAPES = (
-    tuple(f for f in KNOWN_FIELDS if f not in ("experiment_id", "assignment", "cell_id", "hash_version")),  # metric
-    tuple(f for f in KNOWN_FIELDS if f not in ("metric", "value")),  # exposure
-)
-
-
-def _shape_line_sql(fields: tuple[str, ...]) -> tuple[str, str]:
-    """(condition: exactly `fields` are present, the line rebuilt for that shape)."""
-    pieces: list[tuple[bool, str]] = []  # (is_literal, text)
-
-    def lit(text: str) -> None:
-        if pieces and pieces[-1][0]:
-            pieces[-1] = (True, pieces[-1][1] + text)
-        else:
-            pieces.append((True, text))
-
-    for i, f in enumerate(fields):
-        lit(("{" if i == 0 else ",") + f'"{f}":' + ("" if f in _JSON_TYPED else '"'))
-        pieces.append((False, f"t.{f}::varchar" if f in _JSON_TYPED else f"t.{f}"))
-        if f not in _JSON_TYPED:
-            lit('"')
-    lit("}")
-    body = ", ".join("'" + text.replace("'", "''") + "'" if is_lit else text for is_lit, text in pieces)
-    cond = " and ".join([f"t.{f} is not null" for f in fields] +
-                        [f"t.{f} is null" for f in KNOWN_FIELDS if f not in fields])
-    return cond, f"concat({body})"
-
-
-def _fast_line_sql() -> str:
-    """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, JSON-typed
-    ones as their JSON text, absent members skipped, contract order, compact. Equal to a line
-    without backslashes only when every present known field is a JSON string (or, for the JSON-typed
-    ones, any value), nothing is null, no key is unknown or repeated and no whitespace is left:
-    then the struct *is* the line, decoded, and its values need no further parsing."""
-    general = _rebuilt_line_sql(lambda f: f"t.{f}::varchar" if f in _JSON_TYPED else f"'\"' || t.{f} || '\"'")
-    whens = " ".join(f"when {cond} then {line}" for cond, line in map(_shape_line_sql, _SHAPES))
-    return f"case {whens} else {general} end"
-
-
-def _transform_type() -> str:
-    return "{" + ", ".join(f'"{f}": "{"JSON" if f in _JSON_TYPED else "VARCHAR"}"' for f in KNOWN_FIELDS) + "}"
-
-
-def checked_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = (), *,
-                       fast_path: bool = True) -> str:
+def checked_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = ()) -> str:
     """SELECT of one row per non-blank line (`reason` NULL = accepted) from the relation `lines`
     `(file_idx, line_number, line, pre_reason)`. `levels` are the registry's (experiment, factor,
     level) triples, inlined as constant lists so checking an assignment needs no join; `cells`
-    (`registry_cell_texts`) lets the usual compact whole-cell assignment skip that check.
-    `fast_path=False` sends every line through the general path (tests compare the two)."""
+    (`registry_cell_texts`) lets the usual compact assignments skip that check."""
     paths = "[" + ", ".join(f"'$.{f}'" for f in KNOWN_FIELDS) + "]"
-    known = _sql_list(KNOWN_FIELDS)
-    experiments = _sql_list(sorted({e for e, _f, _l in levels}) or [""])
+    known = sql_list(KNOWN_FIELDS)
+    experiments = sql_list(sorted({e for e, _f, _l in levels}) or [""])
     # assignment entries as "experiment<US>factor<US>level as JSON text", the form built per event below
-    pairs = _sql_list(sorted(f"{e}\x1f{f}\x1f" + '"' + lv.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                             for e, f, lv in levels) or [""])
-    cell_list = _sql_list(cells or [""])
+    pairs = sql_list(sorted(f"{e}\x1f{f}\x1f" + '"' + lv.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                            for e, f, lv in levels) or [""])
+    cell_list = sql_list(cells or [""])
     nulls = "{" + ", ".join(f'"{f}": null' for f in KNOWN_FIELDS) + "}"
     per_kind = ",\n        ".join(f"0::bigint as pii_{k}" for k in PII_KINDS)  # PII: see pii_hits_sql / pii_applied_sql
     return f"""
-with base as not materialized (
+with flagged as not materialized (
     select file_idx, line_number, line, pre_reason,
-        pre_reason is null and strlen(line) <= {MAX_LINE_BYTES} and not contains(line, chr(0)) as readable
-    from {lines}
-    where pre_reason is not null or (line is not null and (prefix(line, '{{') or trim(line) <> ''))
-), attempted as not materialized (
-    select *,
-        case when {'readable' if fast_path else 'false'} and prefix(line, '{{') and suffix(line, '}}')
-                  and not contains(line, '\\') then try(json_transform(line, '{_transform_type()}')) end as t
-    from base
-), flagged as not materialized (
-    select file_idx, line_number, line, pre_reason, t, fast,
-        case when fast then true
-             when not readable then false
+        case when pre_reason is not null or strlen(line) > {MAX_LINE_BYTES} or contains(line, chr(0)) then false
              when prefix(line, '{{') or prefix(ltrim(line), '{{') then json_valid(line)
              else false end as ok_json
-    from (select *, coalesce(t is not null and line = {_fast_line_sql()}, false) as fast from attempted)
+    from {lines}
+    where pre_reason is not null or (line is not null and (prefix(line, '{{') or trim(line) <> ''))
 ), parsed as not materialized (
-    select *, case when ok_json and not fast then json_extract(line, {paths}) end as j
+    select *, case when ok_json then json_extract(line, {paths}) end as j
     from flagged
 ), keyed as not materialized (
     select *,
-        case when fast or not ok_json then false
+        case when not ok_json then false
              when line = {_compact_line_sql()} then false
              else not list_has_all({known}, json_keys(line)) end as has_extra
     from parsed
