@@ -85,7 +85,7 @@ with attempted as not materialized (
                   and suffix(line, '}}') and not contains(line, '\\') and not contains(line, chr(0))
              then try(json_transform(line, '{transform_type()}')) end as t
     from {lines}
-    where pre_reason is not null or (line is not null and (prefix(line, '{{') or trim(line) <> ''))
+    where prefix(line, '{{') or pre_reason is not null or trim(line) <> ''  -- blank lines are not lines
 ), decoded as not materialized (
     select file_idx, line_number, line, pre_reason, t,
         coalesce(t is not null and line = {fast_line_sql()}, false) as canonical,

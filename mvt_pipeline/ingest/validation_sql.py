@@ -173,7 +173,7 @@ with flagged as not materialized (
              when prefix(line, '{{') or prefix(ltrim(line), '{{') then json_valid(line)
              else false end as ok_json
     from {lines}
-    where pre_reason is not null or (line is not null and (prefix(line, '{{') or trim(line) <> ''))
+    where prefix(line, '{{') or pre_reason is not null or trim(line) <> ''  -- blank lines are not lines
 ), parsed as not materialized (
     select *, case when ok_json then json_extract(line, {paths}) end as j
     from flagged
