@@ -9,8 +9,9 @@ import duckdb
 import pytest
 
 from mvt_pipeline.ingest.manifest import registry_cell_texts, registry_levels
-from mvt_pipeline.ingest.fast_path_sql import fast_line_sql, fast_select_sql, pending_statements, transform_type
-from mvt_pipeline.ingest.validation_sql import checked_select_sql
+from mvt_pipeline.ingest.fast_path_sql import (checked_union_sql, fast_line_sql, fast_select_sql, pending_select_sql,
+                                               transform_type)
+from mvt_pipeline.ingest.validation_sql import CHECKED_COLUMNS, checked_select_sql, utc_timestamp_sql
 from mvt_pipeline.registry import load_registry
 
 from .conftest import SAMPLE_REGISTRY
@@ -97,15 +98,14 @@ def checked():
     lines = _near_misses()
     conn.execute("create table lines (file_idx integer, line_number bigint, line varchar, pre_reason varchar)")
     conn.executemany("insert into lines values (0, ?, ?, null)", [[i + 1, x] for i, x in enumerate(lines)])
-    general_sql = checked_select_sql("lines", levels, cells)
-    general = conn.execute(f"select * from ({general_sql}) order by line_number")
-    columns = [d[0] for d in general.description]
+    general = conn.execute(f"select * from ({checked_select_sql('lines', levels, cells)}) order by line_number")
+    assert tuple(d[0] for d in general.description) == CHECKED_COLUMNS
     general = general.fetchall()
-    conn.execute(f"create table checked as {fast_select_sql('lines', levels, cells)}")
-    conn.execute("create table fast_only as select * from checked")
-    for stmt in pending_statements("checked", levels, cells):
-        conn.execute(stmt)
-    both = conn.execute(f"select {', '.join(columns)} from checked order by line_number").fetchall()
+    conn.execute(f"create table fast_only as {fast_select_sql('lines', levels, cells)}")
+    conn.execute(f"create table general_rest as {pending_select_sql('fast_only', levels, cells)}")
+    both = conn.execute(f"select * from ({checked_union_sql('fast_only', 'general_rest')}) order by line_number")
+    assert tuple(d[0] for d in both.description) == CHECKED_COLUMNS
+    both = both.fetchall()
     return both, general, lines, conn
 
 
@@ -187,3 +187,34 @@ def test_fast_rows_keep_their_values_and_reasons(checked):
     assert by_id["exp-num"][2] is None and by_id["exp-num"][17] == 100.0
     assert json.loads(by_id["extra"][19]) == {"sdk": {"v": 1}}
     assert json.loads(by_id["extra-first"][19]) == {"sdk": "first"}
+
+
+def test_utc_timestamp_shortcut_agrees_with_the_time_zone_aware_cast():
+    """The plain TIMESTAMP cast used for `...Z` text ignores zone names and offsets after a space;
+    the shortcut must give what the time-zone-aware cast gives on every text, valid or not."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = "0123456789-:T.+Z /ABCEGMPSTUaz_\t"
+    texts = ["2026-11-02T12:00:00Z", "2026-11-02T12:00:00.123Z", "2026-11-02T12:00:00+02:00",
+             "2026-11-02T12:00:00 Europe/ParisZ", "2026-11-02T12:00:00 +02:00Z", "2026-11-02 12:00:00 CETZ",
+             "2026-11-02T12:00:00 Z", "2026-11-02T12:00:00-05:30Z", "2026-11-02T12:00:00ZZ", "infinityZ", "Z", ""]
+    for _ in range(20_000):
+        chars = list("2026-11-02T12:00:00.123")
+        for _ in range(rng.randint(0, 4)):
+            pos = rng.randint(0, len(chars) - 1)
+            op = rng.random()
+            if op < 0.4:
+                chars.insert(pos, rng.choice(alphabet))
+            elif op < 0.7:
+                chars.pop(pos)
+            else:
+                chars[pos] = rng.choice(alphabet)
+        texts.append("".join(chars) + rng.choice(["+02:00", " Europe/Paris", " UTC", "", ""]) + rng.choice(["Z", "Z", ""]))
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = 'UTC'")
+    conn.execute("create table t as select unnest(?::varchar[]) as s", [texts])
+    valid, differ = conn.execute(
+        f"select count(*) filter (where a is not null), count(*) filter (where a is distinct from b) from "
+        f"(select try_cast(s as timestamptz)::timestamp as a, {utc_timestamp_sql('s')} as b from t)").fetchone()
+    assert valid > 2_000 and differ == 0

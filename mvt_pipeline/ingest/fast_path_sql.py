@@ -19,7 +19,8 @@ among them makes `try` fall back row by row for its vector only.
 from __future__ import annotations
 
 from .file_readers import MAX_LINE_BYTES
-from .validation_sql import KNOWN_FIELDS, checked_select_sql, rebuilt_line_sql, sql_list
+from .validation_sql import (CHECKED_COLUMNS, KNOWN_FIELDS, checked_select_sql, rebuilt_line_sql, sql_list,
+                             utc_timestamp_sql)
 from .warehouse_schema import PII_KINDS
 
 # Fields decoded as JSON text (numbers and objects); every other known field is decoded as a string.
@@ -69,15 +70,19 @@ def fast_line_sql() -> str:
     return f"case {whens} else {general} end"
 
 
+# Columns of `checked_select_sql` a fast-path row does not store (always NULL / 0 when accepted).
+FAST_CONSTANTS = {"reason": "null::varchar", "raw": "null::varchar", "extra": "null::json",
+                  **{f"pii_{k}": "0::bigint" for k in PII_KINDS}}
+
+
 def fast_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = ()) -> str:
     """SELECT of one row per non-blank line of the relation `lines` `(file_idx, line_number, line,
-    pre_reason)`, with the columns of `checked_select_sql` plus `pending`: accepted rows have them
-    all (`pending` false); the others keep only `file_idx`, `line_number`, `line` and `pre_reason`
-    for the general path. `cells` (`registry_cell_texts`) are the assignments accepted here; `levels`
-    gives the known experiments."""
+    pre_reason)`: accepted rows (`pending` false) carry the columns of `checked_select_sql` except
+    the constant ones (`FAST_CONSTANTS`, added back by `checked_union_sql`); the others keep only
+    `file_idx`, `line_number`, `line` and `pre_reason` for the general path. `cells`
+    (`registry_cell_texts`) are the assignments accepted here; `levels` gives the known experiments."""
     experiments = sql_list(sorted({e for e, _f, _l in levels}) or [""])
     cell_list = sql_list(cells or [""])
-    per_kind = ", ".join(f"0::bigint as pii_{k}" for k in PII_KINDS)  # PII: see validation_sql.pii_hits_sql
     return f"""
 with attempted as not materialized (
     select file_idx, line_number, line, pre_reason,
@@ -89,8 +94,8 @@ with attempted as not materialized (
 ), decoded as not materialized (
     select file_idx, line_number, line, pre_reason, t,
         coalesce(t is not null and line = {fast_line_sql()}, false) as canonical,
-        try_cast(t.ts as timestamptz)::timestamp as ts,
-        try_cast(t.received_at as timestamptz)::timestamp as received_at,
+        {utc_timestamp_sql('t.ts')} as ts,
+        {utc_timestamp_sql('t.received_at')} as received_at,
         t.seq::varchar as seq_text, t.value::varchar as value_text, t.assignment::varchar as assignment_text,
         t.context::varchar as context_raw
     from attempted
@@ -117,7 +122,7 @@ with attempted as not materialized (
     from typed
 )
 select
-    file_idx, line_number, null::varchar as reason, null::varchar as raw,
+    file_idx, line_number,
     t.event_id as event_id, t.event_type as event_type, ts, received_at, t.unit_id as unit_id,
     t.device_id as device_id, t.session_id as session_id, seq, t.experiment_id as experiment_id,
     case when t.event_type = 'exposure' then t.assignment end as assignment,
@@ -125,8 +130,6 @@ select
     case when t.event_type = 'metric' then t.metric end as metric,
     case when t.event_type = 'metric' then value end as value,
     case when context_text is not null then t.context end as context,
-    null::json as extra,
-    {per_kind},
     hash(t.event_type, t.ts, t.unit_id, t.device_id, t.session_id, seq, t.experiment_id, assignment_text,
          t.metric, value, context_text) as payload_hash,
     not accepted as pending,
@@ -136,9 +139,15 @@ from judged
 """
 
 
-def pending_statements(table: str, levels: list[tuple[str, str, str]], cells: list[str] = ()) -> list[str]:
-    """Statements that replace the `pending` rows of `table` (built by `fast_select_sql`) with the
-    general path's rows for their lines."""
-    pending = f"(select file_idx, line_number, line, pre_reason from {table} where pending)"
-    return [f"insert into {table} by name {checked_select_sql(pending, levels, cells)}",
-            f"delete from {table} where pending"]
+def pending_select_sql(fast_table: str, levels: list[tuple[str, str, str]], cells: list[str] = ()) -> str:
+    """The general path's rows for the lines of `fast_table` (built by `fast_select_sql`) it did not accept."""
+    pending = f"(select file_idx, line_number, line, pre_reason from {fast_table} where pending)"
+    return checked_select_sql(pending, levels, cells)
+
+
+def checked_union_sql(fast_table: str, general_table: str) -> str:
+    """Every checked row of a chunk, in the columns of `checked_select_sql`: the fast path's accepted
+    rows, the constant columns added back, and the general path's rows."""
+    fast = ", ".join(f"{FAST_CONSTANTS[c]} as {c}" if c in FAST_CONSTANTS else c for c in CHECKED_COLUMNS)
+    return (f"select {fast} from {fast_table} where not pending "
+            f"union all select {', '.join(CHECKED_COLUMNS)} from {general_table}")

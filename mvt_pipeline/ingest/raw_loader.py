@@ -37,7 +37,7 @@ from ..registry import Registry
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
                            read_jsonl_chunk, stage_other_files, staged_files)
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
-from .fast_path_sql import fast_select_sql, pending_statements
+from .fast_path_sql import checked_union_sql, fast_select_sql, pending_select_sql
 from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, pii_applied_sql, pii_hits_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
@@ -130,8 +130,10 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
     return found
 
 
-CHECKED_TABLE = "_ingest_checked"
-ROWS_VIEW = "_ingest_rows"  # CHECKED_TABLE with the PII redactions applied
+FAST_TABLE = "_ingest_fast"  # the fast path's rows: accepted, or pending with their line
+GENERAL_TABLE = "_ingest_general"  # the general path's rows for the pending lines
+CHECKED_VIEW = "_ingest_checked"  # both, in the columns of a checked row
+ROWS_VIEW = "_ingest_rows"  # CHECKED_VIEW with the PII redactions applied
 
 
 def _file_results(conn, staged: list[StagedFile], fingerprints) -> list[FileResult]:
@@ -243,8 +245,9 @@ class _WriteContext:
 
 
 def _drop_temps(conn) -> None:
-    conn.execute(f"drop view if exists {ROWS_VIEW}")
-    for table in (CHECKED_TABLE, PII_HITS_TABLE, PII_TEXTS_TABLE):
+    for view in (ROWS_VIEW, CHECKED_VIEW):
+        conn.execute(f"drop view if exists {view}")
+    for table in (FAST_TABLE, GENERAL_TABLE, PII_HITS_TABLE, PII_TEXTS_TABLE):
         conn.execute(f"drop table if exists {table}")
 
 
@@ -259,23 +262,23 @@ def _load_chunk(conn, frame, staged: list[StagedFile], fingerprints, levels, cel
     its memory limit, spilling to disk.)"""
     try:
         if frame is None:
-            conn.execute(f"create or replace temp table {CHECKED_TABLE} as {fast_select_sql(OTHER_TABLE, levels, cells)}")
+            conn.execute(f"create or replace temp table {FAST_TABLE} as {fast_select_sql(OTHER_TABLE, levels, cells)}")
         else:
             # DuckDB scans an Arrow table one record batch per thread: a file polars read in one piece
             # would be validated on one core, so the lines are cut into batches (zero-copy slices)
             lines = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
             lines = pa.Table.from_batches(lines.to_batches(max_chunksize=SCAN_BATCH_ROWS), lines.schema)
             conn.from_arrow(lines).query(
-                LINES_VIEW, f"create or replace temp table {CHECKED_TABLE} as {fast_select_sql(LINES_VIEW, levels, cells)}")
+                LINES_VIEW, f"create or replace temp table {FAST_TABLE} as {fast_select_sql(LINES_VIEW, levels, cells)}")
         # the lines the fast path did not accept (a few per thousand) go through the general path
-        for stmt in pending_statements(CHECKED_TABLE, levels, cells):
-            conn.execute(stmt)
+        conn.execute(f"create or replace temp table {GENERAL_TABLE} as {pending_select_sql(FAST_TABLE, levels, cells)}")
+        conn.execute(f"create or replace temp view {CHECKED_VIEW} as {checked_union_sql(FAST_TABLE, GENERAL_TABLE)}")
         # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
         # the view the per-file counts and the inserts read (no join at all when nothing matched)
-        for stmt in pii_hits_sql(CHECKED_TABLE):
+        for stmt in pii_hits_sql(CHECKED_VIEW):
             conn.execute(stmt)
         cols = {c for (c,) in conn.execute(f"select distinct col from {PII_HITS_TABLE}").fetchall()}
-        conn.execute(f"create or replace temp view {ROWS_VIEW} as {pii_applied_sql(CHECKED_TABLE, cols)}")
+        conn.execute(f"create or replace temp view {ROWS_VIEW} as {pii_applied_sql(CHECKED_VIEW, cols)}")
         results = _file_results(conn, staged, fingerprints)
         _write_rows(conn, ctx)
         return results
@@ -298,7 +301,7 @@ def _write_rows(conn, ctx: _WriteContext) -> None:
         """, params)
     conn.execute(
         f"insert into raw.quarantine select $sources[file_idx + 1], $paths[file_idx + 1], line_number, reason, raw, "
-        f"$dt::date, $now from {CHECKED_TABLE} where reason is not null", params)
+        f"$dt::date, $now from {GENERAL_TABLE} where reason is not null", params)
 
 
 def _write_log(conn, results: list[FileResult], partition: str, now, rules: str) -> None:

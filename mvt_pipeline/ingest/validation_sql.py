@@ -44,6 +44,14 @@ assert set(PII_PATTERNS) == set(PII_KINDS)
 _ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values()) + ")" + _PII_END
 
 
+# The columns of a checked row (`checked_select_sql`), in order.
+CHECKED_COLUMNS = (
+    "file_idx", "line_number", "reason", "raw", "event_id", "event_type", "ts", "received_at", "unit_id",
+    "device_id", "session_id", "seq", "experiment_id", "assignment", "cell_id", "hash_version", "metric",
+    "value", "context", "extra", *(f"pii_{k}" for k in PII_KINDS), "payload_hash",
+)
+
+
 def _frag(field: str) -> str:
     """The `json_extract` fragment (JSON) of a known field, general path."""
     return f"j[{KNOWN_FIELDS.index(field) + 1}]"
@@ -77,6 +85,15 @@ def _field_sql() -> str:
     out.append(f"{_frag('assignment')} as assignment_json")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_frag('context')} end as context_json")
     return ",\n        ".join(out)
+
+
+def utc_timestamp_sql(text: str) -> str:
+    """`try_cast(text as timestamptz)::timestamp` (session time zone UTC), cheaper for the usual
+    `...Z` form: the plain TIMESTAMP cast is half the price and agrees with it on text that ends in
+    `Z` and holds no space (it ignores a space-separated zone name or offset, so those and every
+    other form take the time-zone-aware cast; a test compares the two on fuzzed text)."""
+    return (f"case when suffix({text}, 'Z') and not contains({text}, ' ') then try_cast({text} as timestamp) "
+            f"else try_cast({text} as timestamptz)::timestamp end")
 
 
 def _pii_chain(expr: str) -> tuple[str, list[str]]:
@@ -190,8 +207,8 @@ with flagged as not materialized (
     from keyed
 ), typed as not materialized (
     select *,
-        try_cast(ts_text as timestamptz)::timestamp as ts,
-        try_cast(received_at_text as timestamptz)::timestamp as received_at,
+        {utc_timestamp_sql('ts_text')} as ts,
+        {utc_timestamp_sql('received_at_text')} as received_at,
         case when event_type_text = 'exposure' then list_contains({experiments}, experiment_id) end
             as known_experiment,
         case when event_type_text = 'exposure' and k_assignment = '{{' then
