@@ -209,12 +209,14 @@ def ingest_partition(
             for table in ("raw.events", "raw.quarantine", "raw.ingest_log"):
                 conn.execute(f"delete from {table} where dt = ?::date", [partition])
             for n, chunk in enumerate(chunks, start=1):
-                frame = read_jsonl_chunk(chunk)
-                if progress:
-                    progress(f"{partition}: chunk {n}/{len(chunks)}: {len(chunk)} JSON-lines file(s), "
-                             f"{frame.height:,} lines")
-                summary.files += _load_chunk(conn, frame, chunk, fingerprints, levels, cells, ctx)
-                del frame
+                def read(chunk=chunk, n=n) -> pl.DataFrame:
+                    frame = read_jsonl_chunk(chunk)
+                    if progress:
+                        progress(f"{partition}: chunk {n}/{len(chunks)}: {len(chunk)} JSON-lines file(s), "
+                                 f"{frame.height:,} lines")
+                    return frame
+
+                summary.files += _load_chunk(conn, read, chunk, fingerprints, levels, cells, ctx)
             if others:
                 summary.files += _load_chunk(conn, None, others, fingerprints, levels, cells, ctx)
             order = {str(fp.path): i for i, fp in enumerate(fingerprints)}
@@ -251,25 +253,28 @@ def _drop_temps(conn) -> None:
         conn.execute(f"drop table if exists {table}")
 
 
-def _load_chunk(conn, frame, staged: list[StagedFile], fingerprints, levels, cells, ctx: _WriteContext
-                ) -> list[FileResult]:
-    """Validate the lines of one chunk (polars `frame`, or the staged CSV / Parquet rows when None),
-    redact PII, insert them; return the files' counts.
+def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[StagedFile], fingerprints, levels,
+                cells, ctx: _WriteContext) -> list[FileResult]:
+    """Validate the lines of one chunk (the polars frame `read()` returns, or the staged CSV / Parquet
+    rows when `read` is None), redact PII, insert them; return the files' counts.
 
     The frame is bound to the one statement that reads it (relation API) rather than registered: a
     registered object is kept alive by the open transaction until the commit, so memory would grow
-    with every chunk. (Temp tables dropped inside the transaction are kept too, but by DuckDB, within
-    its memory limit, spilling to disk.)"""
+    with every chunk; and this function holds its only reference, so the text is freed as soon as
+    the fast path has read it, before the general path and the inserts run (lower peak memory).
+    (Temp tables dropped inside the transaction are kept too, but by DuckDB, within its memory
+    limit, spilling to disk.)"""
     try:
-        if frame is None:
+        if read is None:
             conn.execute(f"create or replace temp table {FAST_TABLE} as {fast_select_sql(OTHER_TABLE, levels, cells)}")
         else:
             # DuckDB scans an Arrow table one record batch per thread: a file polars read in one piece
             # would be validated on one core, so the lines are cut into batches (zero-copy slices)
-            lines = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
+            lines = read().to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
             lines = pa.Table.from_batches(lines.to_batches(max_chunksize=SCAN_BATCH_ROWS), lines.schema)
             conn.from_arrow(lines).query(
                 LINES_VIEW, f"create or replace temp table {FAST_TABLE} as {fast_select_sql(LINES_VIEW, levels, cells)}")
+            del lines
         # the lines the fast path did not accept (a few per thousand) go through the general path
         conn.execute(f"create or replace temp table {GENERAL_TABLE} as {pending_select_sql(FAST_TABLE, levels, cells)}")
         conn.execute(f"create or replace temp view {CHECKED_VIEW} as {checked_union_sql(FAST_TABLE, GENERAL_TABLE)}")
