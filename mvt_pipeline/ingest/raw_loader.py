@@ -38,7 +38,7 @@ from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, 
                            read_jsonl_chunk, stage_other_files, staged_files)
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
 from .fast_path_sql import checked_union_sql, fast_select_sql, pending_select_sql
-from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, pii_applied_sql, pii_hits_sql
+from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, pii_applied_sql, pii_file_sums_sql, pii_hits_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
 PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -137,12 +137,14 @@ ROWS_VIEW = "_ingest_rows"  # CHECKED_VIEW with the PII redactions applied
 
 
 def _file_results(conn, staged: list[StagedFile], fingerprints) -> list[FileResult]:
-    """Per-file counts of the checked rows of `staged` (one chunk), in one aggregate."""
-    pii_sums = ", ".join(f"coalesce(sum(pii_{k}) filter (where reason is null), 0)" for k in PII_KINDS)
+    """Per-file counts of the checked rows of `staged` (one chunk): lines from the checked rows
+    (no PII join), PII from the per-file text counts."""
     rows = conn.execute(
         f"select file_idx, count(*), count(*) filter (where reason is null), "
-        f"count(*) filter (where line_number is null or reason = 'truncated_file') > 0, {pii_sums} "
-        f"from {ROWS_VIEW} group by 1").fetchall()
+        f"count(*) filter (where line_number is null or reason = 'truncated_file') > 0 "
+        f"from {CHECKED_VIEW} group by 1").fetchall()
+    pii_by_file = {r[0]: r[1:] for r in conn.execute(pii_file_sums_sql()).fetchall()}
+    rows = [r + tuple(pii_by_file.get(r[0], (0,) * len(PII_KINDS))) for r in rows]
     by_file = {r[0]: r[1:] for r in rows}
     results = []
     for s in staged:

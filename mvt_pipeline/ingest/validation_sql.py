@@ -246,19 +246,30 @@ PII_TEXTS_TABLE = "_ingest_pii_texts"
 
 
 def pii_hits_sql(table: str) -> list[str]:
-    """Statements building the temp table `(col, t, redacted, n_<kind>...)` of the distinct
-    `context` / `extra` texts of `table` (the checked rows, PII counts 0) that hold PII: each distinct
-    text is scanned once. Two statements on purpose: in one, DuckDB pushes the regex filter below the
-    DISTINCT (even out of a MATERIALIZED CTE), onto every row."""
+    """Statements building two temp tables from the checked rows `table` (PII counts 0):
+    `PII_TEXTS_TABLE (col, file_idx, t, n)`, how many accepted rows of each file carry each distinct
+    `context` / `extra` text, and `PII_HITS_TABLE (col, t, redacted, n_<kind>...)`, the distinct texts
+    that hold PII: each distinct text is scanned once. Two statements on purpose: in one, DuckDB
+    pushes the regex filter below the grouping (even out of a MATERIALIZED CTE), onto every row."""
     red, counts = _pii_chain("t")
     per_kind = ", ".join(f"{c} as n_{k}" for k, c in zip(PII_PATTERNS, counts))
     return [f"""
         create or replace temp table {PII_TEXTS_TABLE} as
-        select distinct 'context' as col, context::varchar as t from {table} where context is not null
-        union all select distinct 'extra', extra::varchar from {table} where extra is not null""", f"""
+        select 'context' as col, file_idx, context::varchar as t, count(*) as n from {table}
+        where context is not null and reason is null group by all
+        union all select 'extra', file_idx, extra::varchar, count(*) from {table}
+        where extra is not null and reason is null group by all""", f"""
         create or replace temp table {PII_HITS_TABLE} as
         select col, t, ({red})::json as redacted, {per_kind}
-        from {PII_TEXTS_TABLE} where regexp_matches(t, '{_ANY_PII}')""", f"drop table {PII_TEXTS_TABLE}"]
+        from (select distinct col, t from {PII_TEXTS_TABLE}) where regexp_matches(t, '{_ANY_PII}')"""]
+
+
+def pii_file_sums_sql() -> str:
+    """Per file, the PII values found in its accepted rows, by kind (from the two tables above:
+    a join of a few thousand text counts instead of one per row)."""
+    sums = ", ".join(f"sum(p.n * h.n_{k})" for k in PII_KINDS)
+    return (f"select p.file_idx, {sums} from {PII_TEXTS_TABLE} p "
+            f"join {PII_HITS_TABLE} h on h.col = p.col and h.t = p.t group by 1")
 
 
 def pii_applied_sql(table: str, cols: set[str]) -> str:
