@@ -11,9 +11,9 @@ in any way (empty id, unknown experiment, an assignment that is not a registry c
 factor's level, a non-finite value...), comes out `pending` with its text, and the general path
 (`validation_sql.checked_select_sql`) decides it, with the reason codes and their order. So the
 reason logic lives in one place, and the fast statement computes only what an accepted row needs:
-in one statement with both paths, every general-path column was computed for every row (~25 %
-slower). `try` spares a `json_valid` parse: only lines ending in `}` are tried, and a malformed one
-among them makes `try` fall back row by row for its vector only.
+in one statement with both paths, every general-path column was computed for every row (that
+statement was ~12 % slower). `try` spares a `json_valid` parse: only lines ending in `}` are tried,
+and a malformed one among them makes `try` fall back row by row for its vector only.
 """
 
 from __future__ import annotations
