@@ -89,3 +89,29 @@ def test_a_failure_half_way_leaves_the_previous_partition_untouched(tmp_path, re
     summary = ingest_partition(conn, raw, DAY, registry)
     assert not summary.skipped_unchanged
     assert conn.execute("select count(*) from raw.events where event_id like 'v1-%'").fetchone()[0] == 0
+
+
+def test_an_sdk_key_order_is_detected_per_chunk_and_changes_nothing_but_speed(tmp_path, registry, monkeypatch):
+    """Lines written in another consistent key order (an SDK serializing its own struct) are rebuilt
+    in that order by the fast path, and give the same rows as lines in contract order."""
+    events = [{**METRIC, "event_id": f"k-{i}", "seq": i} for i in range(200)]
+    results = {}
+    for order, key in (("contract", None), ("sorted", sorted)):
+        raw = tmp_path / order / "raw"
+        lines = [json.dumps(dict(sorted(e.items())) if key else e, separators=(",", ":")) for e in events]
+        (_folder(raw, "web_sdk") / "part-0.jsonl").write_text("\n".join(lines) + "\n")
+        shapes_seen = []
+        real = raw_loader.fast_select_sql
+
+        def spy(lines_rel, levels, cells, shapes=(), real=real, seen=shapes_seen):
+            seen.append(shapes)
+            return real(lines_rel, levels, cells, shapes)
+
+        monkeypatch.setattr(raw_loader, "fast_select_sql", spy)
+        conn = duckdb.connect()
+        assert ingest_partition(conn, raw, DAY, registry).rows_accepted == 200
+        results[order] = sorted(conn.execute(
+            "select * exclude (ingested_at, source_file) from raw.events").fetchall(), key=repr)
+        if key:
+            assert tuple(sorted(METRIC)) in shapes_seen[0]
+    assert results["contract"] == results["sorted"]

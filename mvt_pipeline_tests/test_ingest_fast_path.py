@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from mvt_pipeline.ingest.manifest import registry_cell_texts, registry_levels
-from mvt_pipeline.ingest.fast_path_sql import (checked_union_sql, fast_line_sql, fast_select_sql, pending_select_sql,
-                                               transform_type)
+from mvt_pipeline.ingest.fast_path_sql import (CONTRACT_SHAPES, MAX_SHAPES, checked_union_sql, fast_line_sql,
+                                               fast_select_sql, observed_shapes, pending_select_sql, transform_type)
 from mvt_pipeline.ingest.validation_sql import CHECKED_COLUMNS, checked_select_sql, utc_timestamp_sql
 from mvt_pipeline.registry import load_registry
 
@@ -218,3 +218,38 @@ def test_utc_timestamp_shortcut_agrees_with_the_time_zone_aware_cast():
         f"select count(*) filter (where a is not null), count(*) filter (where a is distinct from b) from "
         f"(select try_cast(s as timestamptz)::timestamp as a, {utc_timestamp_sql('s')} as b from t)").fetchone()
     assert valid > 2_000 and differ == 0
+
+
+def test_observed_shapes_take_each_field_sets_most_common_key_order():
+    reordered = dict(reversed(list(METRIC.items())))
+    sample = [compact(reordered)] * 3 + [compact(METRIC)] + [
+        "not json", compact({**METRIC, "sdk": 1}), compact({**METRIC, "device_id": None}), '{"a":"\\u00e9"}',
+        compact([1, 2])]
+    shapes = observed_shapes(sample)
+    assert tuple(reordered) in shapes and tuple(METRIC) not in shapes  # 3 votes against 1 for that field set
+    assert set(CONTRACT_SHAPES) <= set(shapes)  # other field sets keep the contract order
+    many = [compact({f"{k}": v for k, v in list(METRIC.items())[:n]}) for n in range(2, len(METRIC) + 1)]
+    assert len(observed_shapes(many * 2)) <= MAX_SHAPES
+
+
+def test_lines_in_another_key_order_take_the_fast_path_with_identical_rows():
+    registry = load_registry(SAMPLE_REGISTRY)
+    levels, cells = registry_levels(registry), registry_cell_texts(registry)
+    events = [{**METRIC, "event_id": f"r{i}", "seq": i} for i in range(20)] + [
+        {**CHECKOUT, "event_id": f"x{i}"} for i in range(5)]
+    # an SDK that writes its own field order (and one line in yet another order)
+    lines = [compact(dict(sorted(e.items()))) for e in events] + [compact(dict(reversed(list(METRIC.items()))))]
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = 'UTC'")
+    conn.execute("create table lines as select 0 as file_idx, unnest(range(1, ?)) as line_number, "
+                 "unnest(?::varchar[]) as line, null::varchar as pre_reason", [len(lines) + 1, lines])
+    shapes = observed_shapes(lines)
+    conn.execute(f"create table fast_only as {fast_select_sql('lines', levels, cells, shapes)}")
+    pending = dict(conn.execute("select line_number, pending from fast_only").fetchall())
+    assert not any(pending[n] for n in range(1, len(events) + 1))
+    assert pending[len(lines)]  # the odd order: handed to the general path
+    conn.execute(f"create table general_rest as {pending_select_sql('fast_only', levels, cells)}")
+    both = conn.execute(f"select * from ({checked_union_sql('fast_only', 'general_rest')}) order by line_number").fetchall()
+    general = conn.execute(f"select * from ({checked_select_sql('lines', levels, cells)}) order by line_number").fetchall()
+    assert len(both) == len(lines) and both == general
+    assert all(row[2] is None for row in both)  # all accepted

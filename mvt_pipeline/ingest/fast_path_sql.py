@@ -18,6 +18,9 @@ and a malformed one among them makes `try` fall back row by row for its vector o
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 from .file_readers import MAX_LINE_BYTES
 from .validation_sql import (CHECKED_COLUMNS, KNOWN_FIELDS, checked_select_sql, rebuilt_line_sql, sql_list,
                              utc_timestamp_sql)
@@ -26,11 +29,42 @@ from .warehouse_schema import PII_KINDS
 # Fields decoded as JSON text (numbers and objects); every other known field is decoded as a string.
 JSON_TYPED = ("seq", "assignment", "value", "context")
 
-# The two shapes nearly every SDK line has: their rebuild is one `concat` (no per-member `||`).
-_SHAPES = (
+# The two shapes nearly every SDK line has, in contract order: their rebuild is one `concat` (no
+# per-member `||`). A chunk whose lines use another key order gets its own (`observed_shapes`).
+CONTRACT_SHAPES = (
     tuple(f for f in KNOWN_FIELDS if f not in ("experiment_id", "assignment", "cell_id", "hash_version")),  # metric
     tuple(f for f in KNOWN_FIELDS if f not in ("metric", "value")),  # exposure
 )
+MAX_SHAPES = 8
+SHAPE_SAMPLE_LINES = 64  # per file
+
+
+def observed_shapes(lines: list[str]) -> tuple[tuple[str, ...], ...]:
+    """The rebuild shapes for a chunk: per set of present fields, the key order most sample lines
+    use (SDKs serialize their event struct in a fixed order, not always the contract's), the
+    contract order where no sample says otherwise. Only a speed matter: a line in any other order
+    still gets the same row from the general path. Samples that are not compact objects of known,
+    non-null fields are ignored."""
+    counts: Counter = Counter()
+    for line in lines:
+        if not line or not line.startswith("{") or "\\" in line:
+            continue
+        try:
+            pairs = json.loads(line, object_pairs_hook=list)
+        except ValueError:
+            continue
+        keys = tuple(k for k, _v in pairs) if isinstance(pairs, list) else ()
+        if keys and set(keys) <= set(KNOWN_FIELDS) and len(set(keys)) == len(keys) \
+                and all(v is not None for _k, v in pairs):
+            counts[keys] += 1
+    chosen = {frozenset(shape): shape for shape in CONTRACT_SHAPES}
+    best: dict[frozenset, int] = {}
+    for keys, n in counts.most_common():
+        present = frozenset(keys)
+        if n > best.get(present, 0) and (present in best or len(best) < MAX_SHAPES):
+            best[present] = n
+            chosen[present] = keys
+    return tuple(chosen.values())[:MAX_SHAPES]
 
 
 def transform_type() -> str:
@@ -59,14 +93,15 @@ def _shape_line_sql(fields: tuple[str, ...]) -> tuple[str, str]:
     return cond, f"concat({body})"
 
 
-def fast_line_sql() -> str:
+def fast_line_sql(shapes: tuple[tuple[str, ...], ...] = CONTRACT_SHAPES) -> str:
     """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, JSON-typed
-    ones as their JSON text, absent members skipped, contract order, compact. Equal to a line
-    without backslashes only when every present known field is a JSON string (or, for the JSON-typed
-    ones, any value), nothing is null, no key is unknown or repeated and no whitespace is left:
-    then the struct *is* the line, decoded, and its values need no further parsing."""
+    ones as their JSON text, absent members skipped, compact, members in the order of the shape
+    with the same fields (contract order otherwise). Equal to a line without backslashes only when
+    every present known field is a JSON string (or, for the JSON-typed ones, any value), nothing is
+    null, no key is unknown or repeated and no whitespace is left: then the struct *is* the line,
+    decoded, and its values need no further parsing."""
     general = rebuilt_line_sql(lambda f: f"t.{f}::varchar" if f in JSON_TYPED else f"'\"' || t.{f} || '\"'")
-    whens = " ".join(f"when {cond} then {line}" for cond, line in map(_shape_line_sql, _SHAPES))
+    whens = " ".join(f"when {cond} then {line}" for cond, line in map(_shape_line_sql, shapes))
     return f"case {whens} else {general} end"
 
 
@@ -75,12 +110,14 @@ FAST_CONSTANTS = {"reason": "null::varchar", "raw": "null::varchar", "extra": "n
                   **{f"pii_{k}": "0::bigint" for k in PII_KINDS}}
 
 
-def fast_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = ()) -> str:
+def fast_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = (),
+                    shapes: tuple[tuple[str, ...], ...] = CONTRACT_SHAPES) -> str:
     """SELECT of one row per non-blank line of the relation `lines` `(file_idx, line_number, line,
     pre_reason)`: accepted rows (`pending` false) carry the columns of `checked_select_sql` except
     the constant ones (`FAST_CONSTANTS`, added back by `checked_union_sql`); the others keep only
     `file_idx`, `line_number`, `line` and `pre_reason` for the general path. `cells`
-    (`registry_cell_texts`) are the assignments accepted here; `levels` gives the known experiments."""
+    (`registry_cell_texts`) are the assignments accepted here; `levels` gives the known experiments;
+    `shapes` the key orders rebuilt (`observed_shapes`)."""
     experiments = sql_list(sorted({e for e, _f, _l in levels}) or [""])
     cell_list = sql_list(cells or [""])
     return f"""
@@ -93,7 +130,7 @@ with attempted as not materialized (
     where prefix(line, '{{') or pre_reason is not null or trim(line) <> ''  -- blank lines are not lines
 ), decoded as not materialized (
     select file_idx, line_number, line, pre_reason, t,
-        coalesce(t is not null and line = {fast_line_sql()}, false) as canonical,
+        coalesce(t is not null and line = {fast_line_sql(shapes)}, false) as canonical,
         {utc_timestamp_sql('t.ts')} as ts,
         {utc_timestamp_sql('t.received_at')} as received_at,
         t.seq::varchar as seq_text, t.value::varchar as value_text, t.assignment::varchar as assignment_text,

@@ -37,7 +37,7 @@ from ..registry import Registry
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
                            read_jsonl_chunk, stage_other_files, staged_files)
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
-from .fast_path_sql import checked_union_sql, fast_select_sql, pending_select_sql
+from .fast_path_sql import SHAPE_SAMPLE_LINES, checked_union_sql, fast_select_sql, observed_shapes, pending_select_sql
 from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, pii_applied_sql, pii_file_sums_sql, pii_hits_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
@@ -268,14 +268,21 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
     limit, spilling to disk.)"""
     try:
         if read is None:
-            conn.execute(f"create or replace temp table {FAST_TABLE} as {fast_select_sql(OTHER_TABLE, levels, cells)}")
+            sample = [line for (line,) in conn.execute(
+                f"select line from {OTHER_TABLE} where pre_reason is null limit {SHAPE_SAMPLE_LINES * 4}").fetchall()]
+            fast = fast_select_sql(OTHER_TABLE, levels, cells, observed_shapes(sample))
+            conn.execute(f"create or replace temp table {FAST_TABLE} as {fast}")
         else:
+            frame = read()
+            # the key order(s) this chunk's SDKs write, from the first lines of each file
+            sample = frame.group_by("file_idx", maintain_order=True).head(SHAPE_SAMPLE_LINES)["line"].to_list()
+            fast = fast_select_sql(LINES_VIEW, levels, cells, observed_shapes(sample))
             # DuckDB scans an Arrow table one record batch per thread: a file polars read in one piece
             # would be validated on one core, so the lines are cut into batches (zero-copy slices)
-            lines = read().to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
+            lines = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
+            del frame
             lines = pa.Table.from_batches(lines.to_batches(max_chunksize=SCAN_BATCH_ROWS), lines.schema)
-            conn.from_arrow(lines).query(
-                LINES_VIEW, f"create or replace temp table {FAST_TABLE} as {fast_select_sql(LINES_VIEW, levels, cells)}")
+            conn.from_arrow(lines).query(LINES_VIEW, f"create or replace temp table {FAST_TABLE} as {fast}")
             del lines
         # the lines the fast path did not accept (a few per thousand) go through the general path
         conn.execute(f"create or replace temp table {GENERAL_TABLE} as {pending_select_sql(FAST_TABLE, levels, cells)}")
