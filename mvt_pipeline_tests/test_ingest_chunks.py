@@ -113,5 +113,5 @@ def test_an_sdk_key_order_is_detected_per_chunk_and_changes_nothing_but_speed(tm
         results[order] = sorted(conn.execute(
             "select * exclude (ingested_at, source_file) from raw.events").fetchall(), key=repr)
         if key:
-            assert tuple(sorted(METRIC)) in shapes_seen[0]
+            assert (tuple(sorted(METRIC)), False) in shapes_seen[0]
     assert results["contract"] == results["sorted"]

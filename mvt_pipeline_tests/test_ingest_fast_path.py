@@ -226,30 +226,52 @@ def test_observed_shapes_take_each_field_sets_most_common_key_order():
         "not json", compact({**METRIC, "sdk": 1}), compact({**METRIC, "device_id": None}), '{"a":"\\u00e9"}',
         compact([1, 2])]
     shapes = observed_shapes(sample)
-    assert tuple(reordered) in shapes and tuple(METRIC) not in shapes  # 3 votes against 1 for that field set
+    assert (tuple(reordered), False) in shapes and (tuple(METRIC), False) not in shapes  # 3 votes to 1
     assert set(CONTRACT_SHAPES) <= set(shapes)  # other field sets keep the contract order
     many = [compact({f"{k}": v for k, v in list(METRIC.items())[:n]}) for n in range(2, len(METRIC) + 1)]
     assert len(observed_shapes(many * 2)) <= MAX_SHAPES
+    assert (tuple(METRIC), True) in observed_shapes([json.dumps(METRIC)])  # Python's default separators
 
 
-def test_lines_in_another_key_order_take_the_fast_path_with_identical_rows():
+def _fast_and_general(lines):
+    """(pending flag per line, fast + general rows, general-only rows) for `lines`."""
     registry = load_registry(SAMPLE_REGISTRY)
     levels, cells = registry_levels(registry), registry_cell_texts(registry)
-    events = [{**METRIC, "event_id": f"r{i}", "seq": i} for i in range(20)] + [
-        {**CHECKOUT, "event_id": f"x{i}"} for i in range(5)]
-    # an SDK that writes its own field order (and one line in yet another order)
-    lines = [compact(dict(sorted(e.items()))) for e in events] + [compact(dict(reversed(list(METRIC.items()))))]
     conn = duckdb.connect()
     conn.execute("set TimeZone = 'UTC'")
     conn.execute("create table lines as select 0 as file_idx, unnest(range(1, ?)) as line_number, "
                  "unnest(?::varchar[]) as line, null::varchar as pre_reason", [len(lines) + 1, lines])
-    shapes = observed_shapes(lines)
-    conn.execute(f"create table fast_only as {fast_select_sql('lines', levels, cells, shapes)}")
+    conn.execute(f"create table fast_only as {fast_select_sql('lines', levels, cells, observed_shapes(lines))}")
     pending = dict(conn.execute("select line_number, pending from fast_only").fetchall())
-    assert not any(pending[n] for n in range(1, len(events) + 1))
-    assert pending[len(lines)]  # the odd order: handed to the general path
     conn.execute(f"create table general_rest as {pending_select_sql('fast_only', levels, cells)}")
     both = conn.execute(f"select * from ({checked_union_sql('fast_only', 'general_rest')}) order by line_number").fetchall()
     general = conn.execute(f"select * from ({checked_select_sql('lines', levels, cells)}) order by line_number").fetchall()
+    return [pending[n] for n in range(1, len(lines) + 1)], both, general
+
+
+def test_lines_in_another_key_order_take_the_fast_path_with_identical_rows():
+    events = [{**METRIC, "event_id": f"r{i}", "seq": i} for i in range(20)] + [
+        {**CHECKOUT, "event_id": f"x{i}"} for i in range(5)]
+    # an SDK that writes its own field order (and one line in yet another order)
+    lines = [compact(dict(sorted(e.items()))) for e in events] + [compact(dict(reversed(list(METRIC.items()))))]
+    pending, both, general = _fast_and_general(lines)
+    assert not any(pending[:-1]) and pending[-1]  # the odd order: handed to the general path
     assert len(both) == len(lines) and both == general
     assert all(row[2] is None for row in both)  # all accepted
+
+
+def test_python_default_separators_take_the_fast_path_with_identical_rows():
+    ctx = {"device": "mobile", "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Gecko, like", "n": 3, "ok": True,
+           "tags": ["a", "b"], "nested": {"k": "v: w", "z": 1.5}}
+    events = [{**METRIC, "event_id": f"p{i}", "seq": i, "context": ctx} for i in range(20)] + [
+        {**CHECKOUT, "event_id": f"q{i}", "context": ctx} for i in range(5)]
+    lines = [json.dumps(e) for e in events] + [
+        json.dumps({**METRIC, "event_id": "comma-end", "context": {"a": "x,", "b": "y"}}),  # `,"` inside a value
+        json.dumps({**METRIC, "event_id": "num-list", "context": {"a": [1, 2]}}),  # `[1, 2]`: not rebuilt
+        json.dumps({**METRIC, "event_id": "extra", "sdk": "v1"}),
+        json.dumps({**METRIC, "event_id": "bad", "value": "x"})]
+    pending, both, general = _fast_and_general(lines)
+    assert not any(pending[:len(events)])
+    assert all(pending[len(events):])
+    assert len(both) == len(lines) and both == general
+    assert [row[2] for row in both[len(events):]] == [None, None, None, "bad_type:value"]

@@ -29,25 +29,29 @@ from .warehouse_schema import PII_KINDS
 # Fields decoded as JSON text (numbers and objects); every other known field is decoded as a string.
 JSON_TYPED = ("seq", "assignment", "value", "context")
 
-# The two shapes nearly every SDK line has, in contract order: their rebuild is one `concat` (no
-# per-member `||`). A chunk whose lines use another key order gets its own (`observed_shapes`).
-CONTRACT_SHAPES = (
-    tuple(f for f in KNOWN_FIELDS if f not in ("experiment_id", "assignment", "cell_id", "hash_version")),  # metric
-    tuple(f for f in KNOWN_FIELDS if f not in ("metric", "value")),  # exposure
+# A shape: the present fields in the order a line writes them, and whether it writes `": "` and
+# `", "` (Python's default `json.dumps`) instead of compact separators.
+Shape = tuple[tuple[str, ...], bool]
+
+# The two shapes nearly every SDK line has, in contract order, compact: their rebuild is one `concat`
+# (no per-member `||`). A chunk whose lines look otherwise gets its own shapes (`observed_shapes`).
+CONTRACT_SHAPES: tuple[Shape, ...] = (
+    (tuple(f for f in KNOWN_FIELDS if f not in ("experiment_id", "assignment", "cell_id", "hash_version")), False),
+    (tuple(f for f in KNOWN_FIELDS if f not in ("metric", "value")), False),
 )
 MAX_SHAPES = 8
 SHAPE_SAMPLE_LINES = 64  # per file
 
 
-def observed_shapes(lines: list[str]) -> tuple[tuple[str, ...], ...]:
-    """The rebuild shapes for a chunk: per set of present fields, the key order most sample lines
-    use (SDKs serialize their event struct in a fixed order, not always the contract's), the
-    contract order where no sample says otherwise. Only a speed matter: a line in any other order
-    still gets the same row from the general path. Samples that are not compact objects of known,
-    non-null fields are ignored."""
+def observed_shapes(lines: list[str]) -> tuple[Shape, ...]:
+    """The rebuild shapes for a chunk: per set of present fields, the key order and separators most
+    sample lines use (SDKs serialize their event struct in a fixed order, not always the
+    contract's), the contract's compact shape where no sample says otherwise. Only a speed matter:
+    a line in any other shape still gets the same row from the general path. Samples that are not
+    objects of known, non-null fields without escapes are ignored."""
     counts: Counter = Counter()
     for line in lines:
-        if not line or not line.startswith("{") or "\\" in line:
+        if not line or not line.startswith('{"') or "\\" in line:
             continue
         try:
             pairs = json.loads(line, object_pairs_hook=list)
@@ -56,14 +60,15 @@ def observed_shapes(lines: list[str]) -> tuple[tuple[str, ...], ...]:
         keys = tuple(k for k, _v in pairs) if isinstance(pairs, list) else ()
         if keys and set(keys) <= set(KNOWN_FIELDS) and len(set(keys)) == len(keys) \
                 and all(v is not None for _k, v in pairs):
-            counts[keys] += 1
-    chosen = {frozenset(shape): shape for shape in CONTRACT_SHAPES}
+            key_end = line.index('"', 2)  # the first key has no quote inside (no escapes)
+            counts[(keys, line.startswith('": ', key_end))] += 1
+    chosen = {frozenset(keys): (keys, spaced) for keys, spaced in CONTRACT_SHAPES}
     best: dict[frozenset, int] = {}
-    for keys, n in counts.most_common():
-        present = frozenset(keys)
+    for shape, n in counts.most_common():
+        present = frozenset(shape[0])
         if n > best.get(present, 0) and (present in best or len(best) < MAX_SHAPES):
             best[present] = n
-            chosen[present] = keys
+            chosen[present] = shape
     return tuple(chosen.values())[:MAX_SHAPES]
 
 
@@ -71,8 +76,17 @@ def transform_type() -> str:
     return "{" + ", ".join(f'"{f}": "{"JSON" if f in JSON_TYPED else "VARCHAR"}"' for f in KNOWN_FIELDS) + "}"
 
 
-def _shape_line_sql(fields: tuple[str, ...]) -> tuple[str, str]:
-    """(condition: exactly `fields` are present, the line rebuilt for that shape)."""
+def _spaced_json(text: str) -> str:
+    """Compact JSON text of an object as Python's `json.dumps` writes it: `": "` after keys, `", "`
+    before keys. Without backslashes no string holds a quote, so `":` only ends a key; `,"` may also
+    end a string value ending in a comma, which then mismatches and takes the general path."""
+    return f"replace(replace({text}, '\":', '\": '), ',\"', ', \"')"
+
+
+def _shape_line_sql(shape: Shape) -> tuple[str, str]:
+    """(condition: exactly the shape's fields are present, the line rebuilt in that shape)."""
+    fields, spaced = shape
+    item, colon = (", ", ": ") if spaced else (",", ":")
     pieces: list[tuple[bool, str]] = []  # (is_literal, text)
 
     def lit(text: str) -> None:
@@ -82,10 +96,14 @@ def _shape_line_sql(fields: tuple[str, ...]) -> tuple[str, str]:
             pieces.append((True, text))
 
     for i, f in enumerate(fields):
-        lit(("{" if i == 0 else ",") + f'"{f}":' + ("" if f in JSON_TYPED else '"'))
-        pieces.append((False, f"t.{f}::varchar" if f in JSON_TYPED else f"t.{f}"))
+        lit(("{" if i == 0 else item) + f'"{f}"' + colon + ("" if f in JSON_TYPED else '"'))
         if f not in JSON_TYPED:
+            pieces.append((False, f"t.{f}"))
             lit('"')
+        elif spaced and f in ("assignment", "context"):
+            pieces.append((False, _spaced_json(f"t.{f}::varchar")))
+        else:
+            pieces.append((False, f"t.{f}::varchar"))
     lit("}")
     body = ", ".join("'" + text.replace("'", "''") + "'" if is_lit else text for is_lit, text in pieces)
     cond = " and ".join([f"t.{f} is not null" for f in fields] +
@@ -93,10 +111,10 @@ def _shape_line_sql(fields: tuple[str, ...]) -> tuple[str, str]:
     return cond, f"concat({body})"
 
 
-def fast_line_sql(shapes: tuple[tuple[str, ...], ...] = CONTRACT_SHAPES) -> str:
+def fast_line_sql(shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
     """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, JSON-typed
-    ones as their JSON text, absent members skipped, compact, members in the order of the shape
-    with the same fields (contract order otherwise). Equal to a line without backslashes only when
+    ones as their JSON text, absent members skipped, members in the order and with the separators
+    of the shape with the same fields (contract order, compact, otherwise). Equal to a line without backslashes only when
     every present known field is a JSON string (or, for the JSON-typed ones, any value), nothing is
     null, no key is unknown or repeated and no whitespace is left: then the struct *is* the line,
     decoded, and its values need no further parsing."""
@@ -111,7 +129,7 @@ FAST_CONSTANTS = {"reason": "null::varchar", "raw": "null::varchar", "extra": "n
 
 
 def fast_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = (),
-                    shapes: tuple[tuple[str, ...], ...] = CONTRACT_SHAPES) -> str:
+                    shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
     """SELECT of one row per non-blank line of the relation `lines` `(file_idx, line_number, line,
     pre_reason)`: accepted rows (`pending` false) carry the columns of `checked_select_sql` except
     the constant ones (`FAST_CONSTANTS`, added back by `checked_union_sql`); the others keep only
