@@ -1,10 +1,11 @@
 """The validation fast path: the first statement over a chunk's lines, the hot path of ingestion.
 
-Nearly every SDK line is in the canonical shape: compact, known fields in contract order, string ids,
-no backslash. Such a line is decoded by one `try(json_transform(line, struct))` (strings come back
-unquoted) and rebuilt from the decoded values (one `concat` for the two usual shapes); an exact
-byte-for-byte match proves there is no unknown field, no null, no other type and no whitespace, so
-the struct's values are used as they are and no other JSON function runs.
+Nearly every SDK line is in a canonical shape: known fields in a fixed order (the contract's, or the
+SDK's own, sampled per chunk), compact or with Python's default separators, string ids, no
+backslash. Such a line is decoded by one `try(json_transform(line, struct))` (strings come back
+unquoted) and rebuilt from the decoded values (one `concat` per shape); an exact byte-for-byte match
+proves there is no unknown field, no null, no other type and no stray whitespace, so the struct's
+values are used as they are and no other JSON function runs.
 
 The fast statement only ever *accepts*: a line that is not canonical, or canonical but not valid
 in any way (empty id, unknown experiment, an assignment that is not a registry cell or a single
