@@ -23,8 +23,8 @@ import json
 from collections import Counter
 
 from .file_readers import MAX_LINE_BYTES
-from .validation_sql import (CHECKED_COLUMNS, KNOWN_FIELDS, checked_select_sql, rebuilt_line_sql, sql_list,
-                             utc_timestamp_sql)
+from .validation_sql import (CHECKED_COLUMNS, KNOWN_FIELDS, checked_select_sql, payload_hash_sql, rebuilt_line_sql,
+                             seq_sql, sql_list, utc_timestamp_sql, value_sql)
 from .warehouse_schema import PII_KINDS
 
 # Fields decoded as JSON text (numbers and objects); every other known field is decoded as a string.
@@ -115,10 +115,10 @@ def _shape_line_sql(shape: Shape) -> tuple[str, str]:
 def fast_line_sql(shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
     """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, JSON-typed
     ones as their JSON text, absent members skipped, members in the order and with the separators
-    of the shape with the same fields (contract order, compact, otherwise). Equal to a line without backslashes only when
-    every present known field is a JSON string (or, for the JSON-typed ones, any value), nothing is
-    null, no key is unknown or repeated and no whitespace is left: then the struct *is* the line,
-    decoded, and its values need no further parsing."""
+    of the shape with the same fields (contract order, compact, otherwise). Equal to a line without
+    backslashes only when every present known field is a JSON string (or, for the JSON-typed ones,
+    any value), nothing is null, no key is unknown or repeated and no stray whitespace is left: then
+    the struct *is* the line, decoded, and its values need no further parsing."""
     general = rebuilt_line_sql(lambda f: f"t.{f}::varchar" if f in JSON_TYPED else f"'\"' || t.{f} || '\"'")
     whens = " ".join(f"when {cond} then {line}" for cond, line in map(_shape_line_sql, shapes))
     return f"case {whens} else {general} end"
@@ -157,11 +157,8 @@ with attempted as not materialized (
     from attempted
 ), typed as not materialized (
     select *,
-        case when (left(seq_text, 1) between '0' and '9' or left(seq_text, 1) = '-')
-                  and not (contains(seq_text, '.') or contains(seq_text, 'e') or contains(seq_text, 'E'))
-             then try_cast(seq_text as bigint) end as seq,
-        case when left(value_text, 1) between '0' and '9' or left(value_text, 1) in ('-', 'N', 'I')
-             then try_cast(value_text as double) end as value,
+        {seq_sql('seq_text')} as seq,
+        {value_sql('value_text')} as value,
         case when left(context_raw, 1) = '{{' then context_raw end as context_text
     from decoded
 ), judged as not materialized (
@@ -186,8 +183,8 @@ select
     case when t.event_type = 'metric' then t.metric end as metric,
     case when t.event_type = 'metric' then value end as value,
     case when context_text is not null then t.context end as context,
-    hash(t.event_type, t.ts, t.unit_id, t.device_id, t.session_id, seq, t.experiment_id, assignment_text,
-         t.metric, value, context_text) as payload_hash,
+    {payload_hash_sql("t.event_type", "t.ts", "t.unit_id", "t.device_id", "t.session_id", "seq", "t.experiment_id",
+                      "assignment_text", "t.metric", "value", "context_text")} as payload_hash,
     not accepted as pending,
     case when not accepted then line end as line,
     case when not accepted then pre_reason end as pre_reason

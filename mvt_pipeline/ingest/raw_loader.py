@@ -143,14 +143,13 @@ def _file_results(conn, staged: list[StagedFile], fingerprints) -> list[FileResu
         f"select file_idx, count(*), count(*) filter (where reason is null), "
         f"count(*) filter (where line_number is null or reason = 'truncated_file') > 0 "
         f"from {CHECKED_VIEW} group by 1").fetchall()
-    pii_by_file = {r[0]: r[1:] for r in conn.execute(pii_file_sums_sql()).fetchall()}
-    rows = [r + tuple(pii_by_file.get(r[0], (0,) * len(PII_KINDS))) for r in rows]
     by_file = {r[0]: r[1:] for r in rows}
+    pii_by_file = {r[0]: r[1:] for r in conn.execute(pii_file_sums_sql()).fetchall()}
     results = []
     for s in staged:
         fp = fingerprints[s.index]
-        read, accepted, lost, *pii = by_file.get(s.index, (0, 0, False) + (0,) * len(PII_KINDS))
-        pii = [int(x) for x in pii]
+        read, accepted, lost = by_file.get(s.index, (0, 0, False))
+        pii = [int(x) for x in pii_by_file.get(s.index, (0,) * len(PII_KINDS))]
         results.append(FileResult(
             path=str(fp.path), source=fp.source, rows_read=int(read), rows_accepted=int(accepted),
             rows_quarantined=int(read) - int(accepted), pii_redactions=sum(pii),
@@ -274,7 +273,7 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
             conn.execute(f"create or replace temp table {FAST_TABLE} as {fast}")
         else:
             frame = read()
-            # the key order(s) this chunk's SDKs write, from the first lines of each file
+            # the key order(s) and separators this chunk's SDKs write, from the first lines of each file
             sample = frame.group_by("file_idx", maintain_order=True).head(SHAPE_SAMPLE_LINES)["line"].to_list()
             fast = fast_select_sql(LINES_VIEW, levels, cells, observed_shapes(sample))
             # DuckDB scans an Arrow table one record batch per thread: a file polars read in one piece
@@ -288,7 +287,8 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
         conn.execute(f"create or replace temp table {GENERAL_TABLE} as {pending_select_sql(FAST_TABLE, levels, cells)}")
         conn.execute(f"create or replace temp view {CHECKED_VIEW} as {checked_union_sql(FAST_TABLE, GENERAL_TABLE)}")
         # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
-        # the view the per-file counts and the inserts read (no join at all when nothing matched)
+        # the view the inserts read (no join at all when nothing matched), and counted per file from
+        # the per-file text counts
         for stmt in pii_hits_sql(CHECKED_VIEW):
             conn.execute(stmt)
         cols = {c for (c,) in conn.execute(f"select distinct col from {PII_HITS_TABLE}").fetchall()}

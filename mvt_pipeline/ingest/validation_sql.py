@@ -75,16 +75,33 @@ def _field_sql() -> str:
     for f in _ID_FIELDS:
         out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
                    f"when regexp_full_match({_j(f)}, '-?[0-9]+') then {_j(f)} end as {f}")
-    out.append(f"case when (left({_j('seq')}, 1) between '0' and '9' or left({_j('seq')}, 1) = '-') "
-               f"and not (contains({_j('seq')}, '.') or contains({_j('seq')}, 'e') or contains({_j('seq')}, 'E')) "
-               f"then try_cast({_j('seq')} as bigint) end as seq")
-    out.append(f"case when left({_j('value')}, 1) between '0' and '9' or left({_j('value')}, 1) in ('-', 'N', 'I') "
-               f"then try_cast({_j('value')} as double) end as value")
+    out.append(f"{seq_sql(_j('seq'))} as seq")
+    out.append(f"{value_sql(_j('value'))} as value")
     out.append(f"{_j('assignment')} as assignment_text")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_j('context')} end as context_text")
     out.append(f"{_frag('assignment')} as assignment_json")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_frag('context')} end as context_json")
     return ",\n        ".join(out)
+
+
+def seq_sql(text: str) -> str:
+    """`seq` from its JSON text: an integer literal only (no fraction or exponent), else NULL."""
+    return (f"case when (left({text}, 1) between '0' and '9' or left({text}, 1) = '-') "
+            f"and not (contains({text}, '.') or contains({text}, 'e') or contains({text}, 'E')) "
+            f"then try_cast({text} as bigint) end")
+
+
+def value_sql(text: str) -> str:
+    """`value` from its JSON text: a number (NaN / Infinity included, rejected later), else NULL."""
+    return (f"case when left({text}, 1) between '0' and '9' or left({text}, 1) in ('-', 'N', 'I') "
+            f"then try_cast({text} as double) end")
+
+
+def payload_hash_sql(event_type: str, ts_text: str, unit_id: str, device_id: str, session_id: str, seq: str,
+                     experiment_id: str, assignment_text: str, metric_text: str, value: str, context_text: str) -> str:
+    """The 64-bit hash of an event's payload (what a retry must repeat), the same on both paths."""
+    return (f"hash({event_type}, {ts_text}, {unit_id}, {device_id}, {session_id}, {seq}, {experiment_id}, "
+            f"{assignment_text}, {metric_text}, {value}, {context_text})")
 
 
 def utc_timestamp_sql(text: str) -> str:
@@ -235,8 +252,8 @@ select
     context_json as context,
     extra_json as extra,
     {per_kind},
-    hash(event_type_text, ts_text, unit_id, device_id, session_id, seq, experiment_id, assignment_text,
-         metric_text, value, context_text) as payload_hash
+    {payload_hash_sql("event_type_text", "ts_text", "unit_id", "device_id", "session_id", "seq", "experiment_id",
+                      "assignment_text", "metric_text", "value", "context_text")} as payload_hash
 from decided
 """
 
