@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from mvt_pipeline.ingest.manifest import registry_cell_texts, registry_levels
-from mvt_pipeline.ingest.fast_path_sql import (CONTRACT_SHAPES, MAX_SHAPES, checked_union_sql, fast_line_sql,
-                                               fast_select_sql, observed_shapes, pending_select_sql, transform_type)
+from mvt_pipeline.ingest.fast_path_sql import (CONTRACT_SHAPES, FAST_CONSTANTS, MAX_SHAPES, fast_line_sql,
+                                               fast_select_sql, observed_shapes, pending_lines_sql, transform_type)
 from mvt_pipeline.ingest.validation_sql import CHECKED_COLUMNS, checked_select_sql, utc_timestamp_sql
 from mvt_pipeline.registry import load_registry
 
@@ -88,6 +88,23 @@ def _near_misses() -> list[str]:
     return lines
 
 
+def _fast_then_general(conn, levels, cells, shapes=CONTRACT_SHAPES) -> tuple[dict[int, bool], list[tuple]]:
+    """As ingestion runs them over table `lines`: the fast statement's accepted rows, the general path
+    over the other lines (`pending_lines_sql`); returns (pending flag per line number, all rows in
+    the general path's columns, the fast rows' constant columns added back, by line number)."""
+    conn.execute(f"create or replace table fast_only as {fast_select_sql('lines', levels, cells, shapes)}")
+    pending_lines = f"({pending_lines_sql('lines', 'fast_only')})"
+    conn.execute(f"create or replace table general_rest as {checked_select_sql(pending_lines, levels, cells)}")
+    fast_cols = ", ".join(f"{FAST_CONSTANTS[c]} as {c}" if c in FAST_CONSTANTS else c for c in CHECKED_COLUMNS)
+    both = conn.execute(f"select {fast_cols} from fast_only union all select {', '.join(CHECKED_COLUMNS)} "
+                        "from general_rest order by line_number")
+    assert tuple(d[0] for d in both.description) == CHECKED_COLUMNS
+    rows = both.fetchall()
+    accepted = {n for (n,) in conn.execute("select line_number from fast_only").fetchall()}
+    numbers = [n for (n,) in conn.execute("select line_number from lines").fetchall()]
+    return {n: n not in accepted for n in numbers}, rows
+
+
 @pytest.fixture(scope="module")
 def checked():
     """(fast path + general path rows, general path rows, lines, connection) of the near-miss corpus."""
@@ -101,12 +118,8 @@ def checked():
     general = conn.execute(f"select * from ({checked_select_sql('lines', levels, cells)}) order by line_number")
     assert tuple(d[0] for d in general.description) == CHECKED_COLUMNS
     general = general.fetchall()
-    conn.execute(f"create table fast_only as {fast_select_sql('lines', levels, cells)}")
-    conn.execute(f"create table general_rest as {pending_select_sql('fast_only', levels, cells)}")
-    both = conn.execute(f"select * from ({checked_union_sql('fast_only', 'general_rest')}) order by line_number")
-    assert tuple(d[0] for d in both.description) == CHECKED_COLUMNS
-    both = both.fetchall()
-    return both, general, lines, conn
+    pending, both = _fast_then_general(conn, levels, cells)
+    return both, general, lines, pending
 
 
 def test_fast_path_equals_general_path_line_for_line(checked):
@@ -119,8 +132,8 @@ def test_fast_path_equals_general_path_line_for_line(checked):
         assert norm(f) == norm(g), line
 
 
-def test_canonical_lines_take_the_fast_path_and_near_misses_do_not(checked):
-    _, _, _, conn = checked
+def test_canonical_lines_take_the_fast_path_and_near_misses_do_not():
+    conn = duckdb.connect()
     rebuilt = (f"select line = {fast_line_sql()} from (select line, json_transform(line, '{transform_type()}') t "
                "from (select ? as line))")
 
@@ -136,22 +149,22 @@ def test_canonical_lines_take_the_fast_path_and_near_misses_do_not(checked):
 
 
 def test_fast_statement_accepts_valid_canonical_lines_and_passes_on_the_rest(checked):
-    _, general, lines, conn = checked
-    pending = dict(conn.execute("select line_number, pending from fast_only").fetchall())
+    _, general, lines, pending = checked
     by_id = {}
     for number, line in enumerate(lines, start=1):
         try:
             by_id.setdefault(json.loads(line).get("event_id"), number)
         except (ValueError, AttributeError):
             pass
-    # metric, whole-cell exposure, one factor's level (per-factor exposures), raw UTF-8, PII (redacted
-    # later), empty context, a fraction
-    for canonical in ("m1", "c1", "partial", "raw-utf8", "pii", "empty-ctx", "frac"):
+    # metric, whole-cell exposure, one factor's level (per-factor exposures), raw UTF-8, empty context,
+    # a fraction
+    for canonical in ("m1", "c1", "partial", "raw-utf8", "empty-ctx", "frac"):
         assert pending[by_id[canonical]] is False, canonical
     # not canonical (numeric id, escape, null, unknown field, whitespace, key order), or canonical but
-    # rejected (unknown level or experiment, NaN, bad event type, empty unit, impossible date)
+    # rejected (unknown level or experiment, NaN, bad event type, empty unit, impossible date), or
+    # PII in the context (redacted by the general path's rows)
     for miss in ("num-unit", "esc", "null-dev", "extra", "ws", "order", "bad-level", "ghost", "nan", "et-bad",
-                 "empty-unit", "ts-bad"):
+                 "empty-unit", "ts-bad", "pii"):
         assert pending[by_id[miss]] is True, miss
     # everything the fast statement accepted, the general path accepts with the same values
     accepted = {n for n, p in pending.items() if not p}
@@ -241,10 +254,7 @@ def _fast_and_general(lines):
     conn.execute("set TimeZone = 'UTC'")
     conn.execute("create table lines as select 0 as file_idx, unnest(range(1, ?)) as line_number, "
                  "unnest(?::varchar[]) as line, null::varchar as pre_reason", [len(lines) + 1, lines])
-    conn.execute(f"create table fast_only as {fast_select_sql('lines', levels, cells, observed_shapes(lines))}")
-    pending = dict(conn.execute("select line_number, pending from fast_only").fetchall())
-    conn.execute(f"create table general_rest as {pending_select_sql('fast_only', levels, cells)}")
-    both = conn.execute(f"select * from ({checked_union_sql('fast_only', 'general_rest')}) order by line_number").fetchall()
+    pending, both = _fast_then_general(conn, levels, cells, observed_shapes(lines))
     general = conn.execute(f"select * from ({checked_select_sql('lines', levels, cells)}) order by line_number").fetchall()
     return [pending[n] for n in range(1, len(lines) + 1)], both, general
 

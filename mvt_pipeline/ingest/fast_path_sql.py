@@ -7,14 +7,15 @@ unquoted) and rebuilt from the decoded values (one `concat` per shape); an exact
 proves there is no unknown field, no null, no other type and no stray whitespace, so the struct's
 values are used as they are and no other JSON function runs.
 
-The fast statement only ever *accepts*: a line that is not canonical, or canonical but not valid
-in any way (empty id, unknown experiment, an assignment that is not a registry cell or a single
-factor's level, a non-finite value...), comes out `pending` with its text, and the general path
-(`validation_sql.checked_select_sql`) decides it, with the reason codes and their order. So the
-reason logic lives in one place, and the fast statement computes only what an accepted row needs:
-in one statement with both paths, every general-path column was computed for every row (that
-statement was ~12 % slower). `try` spares a `json_valid` parse: only lines ending in `}` are tried,
-and a malformed one among them makes `try` fall back row by row for its vector only.
+The fast statement only ever *accepts*, and its rows go straight into `raw.events`: a line that is
+not canonical, or canonical but not valid in any way (empty id, unknown experiment, an assignment
+that is not a registry cell or a single factor's level, a non-finite value...), or whose `context`
+holds PII, is left out, found by `pending_lines_sql` (an anti-join on the line keys) and decided
+by the general path (`validation_sql.checked_select_sql`), with the reason codes and their order
+and the PII redaction. So that logic lives in one place, and the fast statement computes only what
+an accepted row needs: in one statement with both paths, every general-path column was computed
+for every row (~12 % slower). `try` spares a `json_valid` parse: only lines ending in `}` are
+tried, and a malformed one among them makes `try` fall back row by row for its vector only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 from collections import Counter
 
 from .file_readers import MAX_LINE_BYTES
-from .validation_sql import (CHECKED_COLUMNS, KNOWN_FIELDS, checked_select_sql, payload_hash_sql, rebuilt_line_sql,
+from .validation_sql import (ANY_PII, CHECKED_COLUMNS, KNOWN_FIELDS, LINE_FILTER, payload_hash_sql, rebuilt_line_sql,
                              seq_sql, sql_list, utc_timestamp_sql, value_sql)
 from .warehouse_schema import PII_KINDS
 
@@ -124,19 +125,20 @@ def fast_line_sql(shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
     return f"case {whens} else {general} end"
 
 
-# Columns of `checked_select_sql` a fast-path row does not store (always NULL / 0 when accepted).
+# Columns of `checked_select_sql` a fast-path row does not carry: constant when accepted (no reason,
+# no unknown field, no PII: a context that holds any is left to the general path).
 FAST_CONSTANTS = {"reason": "null::varchar", "raw": "null::varchar", "extra": "null::json",
                   **{f"pii_{k}": "0::bigint" for k in PII_KINDS}}
+FAST_COLUMNS = tuple(c for c in CHECKED_COLUMNS if c not in FAST_CONSTANTS)
 
 
 def fast_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[str] = (),
                     shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
-    """SELECT of one row per non-blank line of the relation `lines` `(file_idx, line_number, line,
-    pre_reason)`: accepted rows (`pending` false) carry the columns of `checked_select_sql` except
-    the constant ones (`FAST_CONSTANTS`, added back by `checked_union_sql`); the others keep only
-    `file_idx`, `line_number`, `line` and `pre_reason` for the general path. `cells`
-    (`registry_cell_texts`) are the assignments accepted here; `levels` gives the known experiments;
-    `shapes` the key orders rebuilt (`observed_shapes`)."""
+    """SELECT of the lines of the relation `lines` `(file_idx, line_number, line, pre_reason)` the
+    fast path accepts, in the columns `FAST_COLUMNS` (those of `checked_select_sql` but the constant
+    `FAST_CONSTANTS`); `pending_lines_sql` gives the others. `cells` (`registry_cell_texts`) are the
+    assignments accepted here; `levels` gives the known experiments; `shapes` the key orders rebuilt
+    (`observed_shapes`)."""
     experiments = sql_list(sorted({e for e, _f, _l in levels}) or [""])
     cell_list = sql_list(cells or [""])
     return f"""
@@ -146,7 +148,7 @@ with attempted as not materialized (
                   and suffix(line, '}}') and not contains(line, '\\') and not contains(line, chr(0))
              then try(json_transform(line, '{transform_type()}')) end as t
     from {lines}
-    where prefix(line, '{{') or pre_reason is not null or trim(line) <> ''  -- blank lines are not lines
+    where {LINE_FILTER}
 ), decoded as not materialized (
     select file_idx, line_number, line, pre_reason, t,
         coalesce(t is not null and line = {fast_line_sql(shapes)}, false) as canonical,
@@ -166,7 +168,7 @@ with attempted as not materialized (
         coalesce(canonical and t.event_id <> '' and t.unit_id <> '' and ts is not null
             and (t.received_at is null or received_at is not null)
             and (t.seq is null or seq is not null)
-            and (t.context is null or context_text is not null)
+            and (t.context is null or context_text is not null and not regexp_matches(context_text, '{ANY_PII}'))
             and case t.event_type
                 when 'exposure' then t.experiment_id <> '' and list_contains({experiments}, t.experiment_id)
                     and list_contains({cell_list}, concat(t.experiment_id, chr(31), assignment_text))
@@ -182,25 +184,19 @@ select
     t.cell_id as cell_id, t.hash_version as hash_version,
     case when t.event_type = 'metric' then t.metric end as metric,
     case when t.event_type = 'metric' then value end as value,
-    case when context_text is not null then t.context end as context,
+    t.context as context,
     {payload_hash_sql("t.event_type", "t.ts", "t.unit_id", "t.device_id", "t.session_id", "seq", "t.experiment_id",
-                      "assignment_text", "t.metric", "value", "context_text")} as payload_hash,
-    not accepted as pending,
-    case when not accepted then line end as line,
-    case when not accepted then pre_reason end as pre_reason
+                      "assignment_text", "t.metric", "value", "context_text")} as payload_hash
 from judged
+where accepted
 """
 
 
-def pending_select_sql(fast_table: str, levels: list[tuple[str, str, str]], cells: list[str] = ()) -> str:
-    """The general path's rows for the lines of `fast_table` (built by `fast_select_sql`) it did not accept."""
-    pending = f"(select file_idx, line_number, line, pre_reason from {fast_table} where pending)"
-    return checked_select_sql(pending, levels, cells)
-
-
-def checked_union_sql(fast_table: str, general_table: str) -> str:
-    """Every checked row of a chunk, in the columns of `checked_select_sql`: the fast path's accepted
-    rows, the constant columns added back, and the general path's rows."""
-    fast = ", ".join(f"{FAST_CONSTANTS[c]} as {c}" if c in FAST_CONSTANTS else c for c in CHECKED_COLUMNS)
-    return (f"select {fast} from {fast_table} where not pending "
-            f"union all select {', '.join(CHECKED_COLUMNS)} from {general_table}")
+def pending_lines_sql(lines: str, accepted: str) -> str:
+    """The lines of `lines` (`fast_select_sql`'s input) that are not in the relation `accepted`
+    (`file_idx`, `line_number` of the rows the fast path accepted): the general path's input. An
+    anti-join of the keys, so the fast path's output can go straight to `raw.events`: a temp table
+    of every chunk's rows (to tell accepted from pending) cost more than this join, and DuckDB keeps
+    such tables until the partition's commit. Lines without a number (whole-file rows) are pending."""
+    return (f"select l.file_idx, l.line_number, l.line, l.pre_reason from {lines} l anti join {accepted} a "
+            f"on l.file_idx = a.file_idx and l.line_number = a.line_number where {LINE_FILTER}")

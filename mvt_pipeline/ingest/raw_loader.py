@@ -37,8 +37,9 @@ from ..registry import Registry
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
                            read_jsonl_chunk, stage_other_files, staged_files)
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
-from .fast_path_sql import SHAPE_SAMPLE_LINES, checked_union_sql, fast_select_sql, observed_shapes, pending_select_sql
-from .validation_sql import PII_HITS_TABLE, PII_TEXTS_TABLE, pii_applied_sql, pii_file_sums_sql, pii_hits_sql
+from .fast_path_sql import SHAPE_SAMPLE_LINES, fast_select_sql, observed_shapes, pending_lines_sql
+from .validation_sql import (PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_file_sums_sql,
+                             pii_hits_sql)
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 
 PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -130,25 +131,34 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
     return found
 
 
-FAST_TABLE = "_ingest_fast"  # the fast path's rows: accepted, or pending with their line
-GENERAL_TABLE = "_ingest_general"  # the general path's rows for the pending lines
-CHECKED_VIEW = "_ingest_checked"  # both, in the columns of a checked row
-ROWS_VIEW = "_ingest_rows"  # CHECKED_VIEW with the PII redactions applied
+GENERAL_TABLE = "_ingest_general"  # the general path's rows: the lines the fast path did not accept
+ROWS_VIEW = "_ingest_rows"  # GENERAL_TABLE with the PII redactions applied
+# The partition's constants and the chunk's files, as session variables: the fast path's insert
+# reads the chunk's Arrow lines through the relation API, which takes no query parameters.
+_VARS = {"sources": "mvt_ingest_sources", "paths": "mvt_ingest_paths", "dt": "mvt_ingest_dt",
+         "now": "mvt_ingest_now", "chunk_idx": "mvt_ingest_chunk_idx", "chunk_paths": "mvt_ingest_chunk_paths"}
+# (file_idx, line_number) of the chunk's rows in `raw.events` so far: the fast path's, when read
+# before the general path's are inserted
+_CHUNK_KEYS = (
+    f"(select f.file_idx, e.line_number from raw.events e join (select unnest(getvariable('{_VARS['chunk_idx']}')) "
+    f"as file_idx, unnest(getvariable('{_VARS['chunk_paths']}')) as path) f on e.source_file = f.path "
+    f"where e.dt = getvariable('{_VARS['dt']}'))")
 
 
-def _file_results(conn, staged: list[StagedFile], fingerprints) -> list[FileResult]:
-    """Per-file counts of the checked rows of `staged` (one chunk): lines from the checked rows
-    (no PII join), PII from the per-file text counts."""
+def _file_results(conn, staged: list[StagedFile], fingerprints, fast_accepted: dict[int, int]) -> list[FileResult]:
+    """Per-file counts of one chunk (`staged`): the fast path's accepted rows (`fast_accepted`) plus
+    the general path's rows (no PII join), PII from the per-file text counts."""
     rows = conn.execute(
         f"select file_idx, count(*), count(*) filter (where reason is null), "
         f"count(*) filter (where line_number is null or reason = 'truncated_file') > 0 "
-        f"from {CHECKED_VIEW} group by 1").fetchall()
+        f"from {GENERAL_TABLE} group by 1").fetchall()
     by_file = {r[0]: r[1:] for r in rows}
     pii_by_file = {r[0]: r[1:] for r in conn.execute(pii_file_sums_sql()).fetchall()}
     results = []
     for s in staged:
         fp = fingerprints[s.index]
         read, accepted, lost = by_file.get(s.index, (0, 0, False))
+        read, accepted = read + fast_accepted.get(s.index, 0), accepted + fast_accepted.get(s.index, 0)
         pii = [int(x) for x in pii_by_file.get(s.index, (0,) * len(PII_KINDS))]
         results.append(FileResult(
             path=str(fp.path), source=fp.source, rows_read=int(read), rows_accepted=int(accepted),
@@ -202,6 +212,7 @@ def ingest_partition(
     ctx = _WriteContext(partition, now, [fp.source for fp in fingerprints], [str(fp.path) for fp in fingerprints])
     preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
     try:
+        _set_variables(conn, ctx)
         others = stage_other_files(conn, staged)
         # every row carries its file and line number, so row order is free: lets DuckDB write in parallel
         conn.execute("set preserve_insertion_order = false")
@@ -231,12 +242,13 @@ def ingest_partition(
         conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
         _drop_temps(conn)
         drop_staging(conn)
+        _reset_variables(conn)
     summary.reasons = _reasons(conn, partition)
     return summary
 
 
 SCAN_BATCH_ROWS = 65_536
-LINES_VIEW = "_ingest_lines"  # name of the chunk's lines in the validation statement
+LINES_VIEW = "_ingest_lines"  # name of the chunk's lines in the validation statements
 
 
 @dataclass
@@ -247,10 +259,21 @@ class _WriteContext:
     paths: list[str]
 
 
+def _set_variables(conn, ctx: _WriteContext) -> None:
+    values = {"sources": ctx.sources, "paths": ctx.paths, "dt": ctx.partition, "now": ctx.now}
+    casts = {"dt": "::date", "now": "::timestamp"}
+    for key, value in values.items():
+        conn.execute(f"set variable {_VARS[key]} = $v{casts.get(key, '')}", {"v": value})
+
+
+def _reset_variables(conn) -> None:
+    for name in _VARS.values():
+        conn.execute(f"reset variable {name}")
+
+
 def _drop_temps(conn) -> None:
-    for view in (ROWS_VIEW, CHECKED_VIEW):
-        conn.execute(f"drop view if exists {view}")
-    for table in (FAST_TABLE, GENERAL_TABLE, PII_HITS_TABLE, PII_TEXTS_TABLE):
+    conn.execute(f"drop view if exists {ROWS_VIEW}")
+    for table in (GENERAL_TABLE, PII_HITS_TABLE, PII_TEXTS_TABLE):
         conn.execute(f"drop table if exists {table}")
 
 
@@ -259,18 +282,23 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
     """Validate the lines of one chunk (the polars frame `read()` returns, or the staged CSV / Parquet
     rows when `read` is None), redact PII, insert them; return the files' counts.
 
-    The frame is bound to the one statement that reads it (relation API) rather than registered: a
-    registered object is kept alive by the open transaction until the commit, so memory would grow
-    with every chunk; and this function holds its only reference, so the text is freed as soon as
-    the fast path has read it, before the general path and the inserts run (lower peak memory).
-    (Temp tables dropped inside the transaction are kept too, but by DuckDB, within its memory
-    limit, spilling to disk.)"""
+    The fast path's accepted rows go straight into `raw.events`; the other lines (an anti-join on
+    the keys just inserted) go through the general path into a small temp table, then PII redaction,
+    and into `raw.events` or `raw.quarantine`. The frame is bound to the statements that read it
+    (relation API) rather than registered: a registered object is kept alive by the open
+    transaction until the commit, so memory would grow with every chunk; and this function holds its
+    only reference, so the text is freed as soon as the general path has read it."""
+    conn.execute(f"set variable {_VARS['chunk_idx']} = $v::integer[]", {"v": [s.index for s in staged]})
+    conn.execute(f"set variable {_VARS['chunk_paths']} = $v::varchar[]", {"v": [ctx.paths[s.index] for s in staged]})
     try:
         if read is None:
             sample = [line for (line,) in conn.execute(
                 f"select line from {OTHER_TABLE} where pre_reason is null limit {SHAPE_SAMPLE_LINES * 4}").fetchall()]
             fast = fast_select_sql(OTHER_TABLE, levels, cells, observed_shapes(sample))
-            conn.execute(f"create or replace temp table {FAST_TABLE} as {fast}")
+            conn.execute(_insert_events_sql(fast, fast_path=True))
+            general = checked_select_sql(f"({pending_lines_sql(OTHER_TABLE, _CHUNK_KEYS)})", levels, cells)
+            conn.execute(f"create or replace temp table {GENERAL_TABLE} as {general}")
+            accepted = _chunk_keys(conn)
         else:
             frame = read()
             # the key order(s) and separators this chunk's SDKs write, from the first lines of each file
@@ -279,43 +307,58 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
             # DuckDB scans an Arrow table one record batch per thread: a file polars read in one piece
             # would be validated on one core, so the lines are cut into batches (zero-copy slices)
             lines = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
-            del frame
             lines = pa.Table.from_batches(lines.to_batches(max_chunksize=SCAN_BATCH_ROWS), lines.schema)
-            conn.from_arrow(lines).query(LINES_VIEW, f"create or replace temp table {FAST_TABLE} as {fast}")
+            conn.from_arrow(lines).query(LINES_VIEW, _insert_events_sql(fast, fast_path=True))
             del lines
-        # the lines the fast path did not accept (a few per thousand) go through the general path
-        conn.execute(f"create or replace temp table {GENERAL_TABLE} as {pending_select_sql(FAST_TABLE, levels, cells)}")
-        conn.execute(f"create or replace temp view {CHECKED_VIEW} as {checked_union_sql(FAST_TABLE, GENERAL_TABLE)}")
+            # the lines the fast path did not accept (a few per thousand): an anti-join on the keys in
+            # polars, which copies only those lines (in DuckDB every line's text was converted again)
+            accepted = _chunk_keys(conn)
+            pending = frame.join(accepted, on=["file_idx", "line_number"], how="anti")
+            del frame
+            conn.from_arrow(pending.to_arrow(compat_level=pl.CompatLevel.newest())).query(
+                LINES_VIEW, f"create or replace temp table {GENERAL_TABLE} as {checked_select_sql(LINES_VIEW, levels, cells)}")
+            del pending
+        fast_accepted = dict(accepted.group_by("file_idx").len().iter_rows())
         # PII: each distinct context / extra text is scanned once; the (rare) hits are joined back by
         # the view the inserts read (no join at all when nothing matched), and counted per file from
         # the per-file text counts
-        for stmt in pii_hits_sql(CHECKED_VIEW):
+        for stmt in pii_hits_sql(GENERAL_TABLE):
             conn.execute(stmt)
         cols = {c for (c,) in conn.execute(f"select distinct col from {PII_HITS_TABLE}").fetchall()}
-        conn.execute(f"create or replace temp view {ROWS_VIEW} as {pii_applied_sql(CHECKED_VIEW, cols)}")
-        results = _file_results(conn, staged, fingerprints)
-        _write_rows(conn, ctx)
+        conn.execute(f"create or replace temp view {ROWS_VIEW} as {pii_applied_sql(GENERAL_TABLE, cols)}")
+        results = _file_results(conn, staged, fingerprints, fast_accepted)
+        conn.execute(_insert_events_sql(f"select * from {ROWS_VIEW} where reason is null", fast_path=False))
+        conn.execute(
+            f"insert into raw.quarantine select {_constant_columns_sql()}, line_number, reason, raw, "
+            f"getvariable('{_VARS['dt']}'), getvariable('{_VARS['now']}') from {GENERAL_TABLE} where reason is not null")
         return results
     finally:
         _drop_temps(conn)
 
 
-def _write_rows(conn, ctx: _WriteContext) -> None:
-    """Insert the checked rows (`file_idx` = position in the partition's file list)."""
-    pii_cols = ", ".join(f"pii_{k}" for k in PII_KINDS)
-    params = {"sources": ctx.sources, "paths": ctx.paths, "dt": ctx.partition, "now": ctx.now}
-    conn.execute(
-        f"""
+def _chunk_keys(conn) -> pl.DataFrame:
+    """(file_idx, line_number) of the chunk's rows in `raw.events` so far (read right after the fast
+    path's insert: its accepted lines)."""
+    return pl.from_arrow(conn.sql(f"select file_idx, line_number from {_CHUNK_KEYS}").to_arrow_table())
+
+
+def _constant_columns_sql() -> str:
+    """`source`, `source_file` of a row from its `file_idx`."""
+    return (f"getvariable('{_VARS['sources']}')[file_idx + 1], getvariable('{_VARS['paths']}')[file_idx + 1]")
+
+
+def _insert_events_sql(select: str, *, fast_path: bool) -> str:
+    """INSERT into `raw.events` of the rows of `select`: the fast path's columns (`FAST_COLUMNS`, no
+    unknown field and no PII by construction) or a checked row with its PII counts."""
+    pii = ["0"] * len(PII_KINDS) if fast_path else [f"pii_{k}" for k in PII_KINDS]
+    return f"""
         insert into raw.events ({_EVENT_COLUMNS})
         select event_id, event_type, ts, received_at, unit_id, device_id, session_id, seq, experiment_id,
-               assignment, cell_id, hash_version, metric, value, context, extra,
-               {' + '.join(f'pii_{k}' for k in PII_KINDS)}, payload_hash, $sources[file_idx + 1],
-               $paths[file_idx + 1], line_number, $dt::date, $now, {pii_cols}
-        from {ROWS_VIEW} where reason is null
-        """, params)
-    conn.execute(
-        f"insert into raw.quarantine select $sources[file_idx + 1], $paths[file_idx + 1], line_number, reason, raw, "
-        f"$dt::date, $now from {GENERAL_TABLE} where reason is not null", params)
+               assignment, cell_id, hash_version, metric, value, context, {'null' if fast_path else 'extra'},
+               {' + '.join(pii)}, payload_hash, {_constant_columns_sql()}, line_number,
+               getvariable('{_VARS['dt']}'), getvariable('{_VARS['now']}'), {', '.join(pii)}
+        from ({select})
+        """
 
 
 def _write_log(conn, results: list[FileResult], partition: str, now, rules: str) -> None:

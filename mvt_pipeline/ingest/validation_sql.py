@@ -41,7 +41,9 @@ PII_PATTERNS = {
     "phone": r"(?:\+\d[\d ()-]{6,}\d|\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4})",
 }
 assert set(PII_PATTERNS) == set(PII_KINDS)
-_ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values()) + ")" + _PII_END
+ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values()) + ")" + _PII_END
+# The rows that are lines: blank lines are skipped (not counted) but keep the physical numbering.
+LINE_FILTER = "prefix(line, '{') or pre_reason is not null or trim(line) <> ''"
 
 
 # The columns of a checked row (`checked_select_sql`), in order.
@@ -207,7 +209,7 @@ with flagged as not materialized (
              when prefix(line, '{{') or prefix(ltrim(line), '{{') then json_valid(line)
              else false end as ok_json
     from {lines}
-    where prefix(line, '{{') or pre_reason is not null or trim(line) <> ''  -- blank lines are not lines
+    where {LINE_FILTER}
 ), parsed as not materialized (
     select *, case when ok_json then json_extract(line, {paths}) end as j
     from flagged
@@ -278,7 +280,7 @@ def pii_hits_sql(table: str) -> list[str]:
         where extra is not null and reason is null group by all""", f"""
         create or replace temp table {PII_HITS_TABLE} as
         select col, t, ({red})::json as redacted, {per_kind}
-        from (select distinct col, t from {PII_TEXTS_TABLE}) where regexp_matches(t, '{_ANY_PII}')"""]
+        from (select distinct col, t from {PII_TEXTS_TABLE}) where regexp_matches(t, '{ANY_PII}')"""]
 
 
 def pii_file_sums_sql() -> str:
