@@ -25,11 +25,14 @@ from collections import Counter
 
 from .file_readers import MAX_LINE_BYTES
 from .validation_sql import (ANY_PII, CHECKED_COLUMNS, KNOWN_FIELDS, LINE_FILTER, payload_hash_sql, rebuilt_line_sql,
-                             seq_sql, sql_list, utc_timestamp_sql, value_sql)
+                             sql_list, utc_timestamp_sql, value_sql)
 from .warehouse_schema import PII_KINDS
 
-# Fields decoded as JSON text (numbers and objects); every other known field is decoded as a string.
-JSON_TYPED = ("seq", "assignment", "value", "context")
+# Fields not decoded as strings, and their types: `seq` straight to an integer (a line it does not
+# rebuild exactly, e.g. `1.0` or `"5"`, is left to the general path), the others as JSON text
+# (`value` too: `0` and `0.0` must both rebuild). Every other known field is decoded as a string.
+UNQUOTED_TYPES = {"seq": "BIGINT", "assignment": "JSON", "value": "JSON", "context": "JSON"}
+JSON_TYPED = tuple(UNQUOTED_TYPES)
 
 # A shape: the present fields in the order a line writes them, and whether it writes `": "` and
 # `", "` (Python's default `json.dumps`) instead of compact separators.
@@ -75,7 +78,7 @@ def observed_shapes(lines: list[str]) -> tuple[Shape, ...]:
 
 
 def transform_type() -> str:
-    return "{" + ", ".join(f'"{f}": "{"JSON" if f in JSON_TYPED else "VARCHAR"}"' for f in KNOWN_FIELDS) + "}"
+    return "{" + ", ".join(f'"{f}": "{UNQUOTED_TYPES.get(f, "VARCHAR")}"' for f in KNOWN_FIELDS) + "}"
 
 
 def _spaced_json(text: str) -> str:
@@ -154,12 +157,12 @@ with attempted as not materialized (
         coalesce(t is not null and line = {fast_line_sql(shapes)}, false) as canonical,
         {utc_timestamp_sql('t.ts')} as ts,
         {utc_timestamp_sql('t.received_at')} as received_at,
-        t.seq::varchar as seq_text, t.value::varchar as value_text, t.assignment::varchar as assignment_text,
+        t.value::varchar as value_text, t.assignment::varchar as assignment_text,
         t.context::varchar as context_raw
     from attempted
 ), typed as not materialized (
     select *,
-        {seq_sql('seq_text')} as seq,
+        t.seq as seq,
         {value_sql('value_text')} as value,
         case when left(context_raw, 1) = '{{' then context_raw end as context_text
     from decoded
@@ -167,7 +170,6 @@ with attempted as not materialized (
     select *,
         coalesce(canonical and t.event_id <> '' and t.unit_id <> '' and ts is not null
             and (t.received_at is null or received_at is not null)
-            and (t.seq is null or seq is not null)
             and (t.context is null or context_text is not null and not regexp_matches(context_text, '{ANY_PII}'))
             and case t.event_type
                 when 'exposure' then t.experiment_id <> '' and list_contains({experiments}, t.experiment_id)

@@ -48,7 +48,7 @@ OTHER_TABLE = "_ingest_other"  # (file_idx, line_number, line, pre_reason): CSV 
 # small enough to keep memory flat (peak RSS 2.7 GB at 20M events with a 2 GB DuckDB limit), big
 # enough that per-chunk statements and partial row groups cost little (256 MB was 4-8 % slower;
 # see docs/benchmarks.md). A single file is never split: one huge file is one chunk.
-CHUNK_TEXT_BYTES = 384 * 1024 * 1024
+CHUNK_TEXT_BYTES = 512 * 1024 * 1024
 GZIP_RATIO = 8
 _LINES_SCHEMA = {"file_idx": pl.Int32, "line_number": pl.Int64, "line": pl.String, "pre_reason": pl.String}
 
