@@ -73,6 +73,9 @@ def test_pii_is_redacted_and_unknown_fields_kept(tmp_path, registry):
     assert "example.com" not in context and "[redacted:email]" in context
     assert json.loads(extra) == {"sdk_extra": "from [redacted:ipv4]"}
     assert redactions == 2 == summary.pii_redactions
+    # the session variables ingestion sets for its statements are gone afterwards
+    assert conn.execute("select getvariable('mvt_ingest_paths'), getvariable('mvt_ingest_chunk_paths')").fetchone() \
+        == (None, None)
 
 
 def test_reingesting_a_day_replaces_it(tmp_path, registry):

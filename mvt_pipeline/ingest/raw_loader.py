@@ -8,11 +8,12 @@ Steps, and why in this order:
    where errors happen, and a failed statement inside a DuckDB transaction aborts the whole of it;
 3. in one transaction: delete the partition's rows from the three raw tables, then for each chunk of
    JSON-lines files (read by polars, which cannot abort the transaction: `file_readers`), and last for
-   the staged CSV / Parquet rows, validate every line into a temp table (the fast path accepts the
-   canonical lines, the general path decides the rest: `fast_path_sql`, `validation_sql`), look for
-   PII once per distinct `context` / `extra` text and join the hits back (view `_ingest_rows`), count
-   per file, and insert the accepted rows into `raw.events` and the others into `raw.quarantine`;
-   then write the manifest rows and commit. Re-materializing replaces the partition atomically (no
+   the staged CSV / Parquet rows: the fast path inserts the canonical, valid, PII-free lines
+   straight into `raw.events` (`fast_path_sql`); the other lines (an anti-join on the keys just
+   inserted) go through the general path into a small temp table (`validation_sql`), where PII is
+   looked for once per distinct `context` / `extra` text and the hits are joined back (view
+   `_ingest_rows`), and from there into `raw.events` or `raw.quarantine`; count per file; then
+   write the manifest rows and commit. Re-materializing replaces the partition atomically (no
    duplicates, ever), and memory stays bounded by one chunk however big the day.
 
 Accounting: a line is one non-blank physical line (JSON lines), one record (CSV) or one row
@@ -282,12 +283,13 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
     """Validate the lines of one chunk (the polars frame `read()` returns, or the staged CSV / Parquet
     rows when `read` is None), redact PII, insert them; return the files' counts.
 
-    The fast path's accepted rows go straight into `raw.events`; the other lines (an anti-join on
-    the keys just inserted) go through the general path into a small temp table, then PII redaction,
-    and into `raw.events` or `raw.quarantine`. The frame is bound to the statements that read it
-    (relation API) rather than registered: a registered object is kept alive by the open
-    transaction until the commit, so memory would grow with every chunk; and this function holds its
-    only reference, so the text is freed as soon as the general path has read it."""
+    The fast path's accepted rows go straight into `raw.events` (a temp table of every row, to tell
+    accepted from pending, cost more, and DuckDB keeps temp tables dropped inside a transaction
+    until the commit); the other lines go through the general path into a small temp table, then
+    PII redaction, and into `raw.events` or `raw.quarantine`. The frame is bound to the statements
+    that read it (relation API) rather than registered: a registered object is kept alive by the
+    open transaction until the commit, so memory would grow with every chunk; and this function
+    holds its only reference, so the text is freed once the pending lines are picked out."""
     conn.execute(f"set variable {_VARS['chunk_idx']} = $v::integer[]", {"v": [s.index for s in staged]})
     conn.execute(f"set variable {_VARS['chunk_paths']} = $v::varchar[]", {"v": [ctx.paths[s.index] for s in staged]})
     try:
