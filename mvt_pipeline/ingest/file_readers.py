@@ -44,10 +44,10 @@ _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 13))
 
 OTHER_TABLE = "_ingest_other"  # (file_idx, line_number, line, pre_reason): CSV / Parquet / whole-file rows
 # Files are grouped into chunks of about this much text, estimated from file sizes with gzip counted
-# x8 (SDK JSON lines compress ~15x, so a chunk of .gz files holds ~0.5-0.7 GB of text, ~1.1M lines):
-# small enough to keep memory flat (peak RSS 2.7 GB at 20M events with a 2 GB DuckDB limit), big
-# enough that per-chunk statements and partial row groups cost little (256 MB was 4-8 % slower;
-# see docs/benchmarks.md). A single file is never split: one huge file is one chunk.
+# x8 (SDK JSON lines compress ~15x, so a chunk of .gz files holds ~0.7-1 GB of text, ~1.5M lines):
+# small enough to keep memory flat (peak RSS 2.65 GB at 20M events with a 2 GB DuckDB limit), big
+# enough that per-chunk statements and partial row groups cost little (384 MB: ~10 % more CPU, 256 MB
+# more still; see docs/benchmarks.md). A single file is never split: one huge file is one chunk.
 CHUNK_TEXT_BYTES = 512 * 1024 * 1024
 GZIP_RATIO = 8
 _LINES_SCHEMA = {"file_idx": pl.Int32, "line_number": pl.Int64, "line": pl.String, "pre_reason": pl.String}
