@@ -9,8 +9,9 @@ import duckdb
 import pytest
 
 from mvt_pipeline.ingest.manifest import registry_cell_texts, registry_levels
-from mvt_pipeline.ingest.fast_path_sql import (CONTRACT_SHAPES, FAST_CONSTANTS, MAX_SHAPES, fast_line_sql,
-                                               fast_select_sql, observed_shapes, pending_lines_sql, transform_type)
+from mvt_pipeline.ingest.fast_path_sql import (CONTRACT_SHAPES, FAST_COLUMNS, FAST_CONSTANTS, MAX_SHAPES,
+                                               fast_line_sql, fast_select_sql, observed_shapes, pending_lines_sql,
+                                               transform_type)
 from mvt_pipeline.ingest.validation_sql import CHECKED_COLUMNS, checked_select_sql, utc_timestamp_sql
 from mvt_pipeline.registry import load_registry
 
@@ -100,6 +101,8 @@ def _fast_then_general(conn, levels, cells, shapes=CONTRACT_SHAPES) -> tuple[dic
     over the other lines (`pending_lines_sql`); returns (pending flag per line number, all rows in
     the general path's columns, the fast rows' constant columns added back, by line number)."""
     conn.execute(f"create or replace table fast_only as {fast_select_sql('lines', levels, cells, shapes)}")
+    # the columns ingestion's insert of fast rows reads by name
+    assert tuple(d[0] for d in conn.execute("select * from fast_only limit 0").description) == FAST_COLUMNS
     pending_lines = f"({pending_lines_sql('lines', 'fast_only')})"
     conn.execute(f"create or replace table general_rest as {checked_select_sql(pending_lines, levels, cells)}")
     fast_cols = ", ".join(f"{FAST_CONSTANTS[c]} as {c}" if c in FAST_CONSTANTS else c for c in CHECKED_COLUMNS)

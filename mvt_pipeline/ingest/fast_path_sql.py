@@ -32,7 +32,7 @@ from .warehouse_schema import PII_KINDS
 # rebuild exactly, e.g. `1.0` or `"5"`, is left to the general path), the others as JSON text
 # (`value` too: `0` and `0.0` must both rebuild). Every other known field is decoded as a string.
 UNQUOTED_TYPES = {"seq": "BIGINT", "assignment": "JSON", "value": "JSON", "context": "JSON"}
-JSON_TYPED = tuple(UNQUOTED_TYPES)
+UNQUOTED = tuple(UNQUOTED_TYPES)
 
 # A shape: the present fields in the order a line writes them, and whether it writes `": "` and
 # `", "` (Python's default `json.dumps`) instead of compact separators.
@@ -101,8 +101,8 @@ def _shape_line_sql(shape: Shape) -> tuple[str, str]:
             pieces.append((True, text))
 
     for i, f in enumerate(fields):
-        lit(("{" if i == 0 else item) + f'"{f}"' + colon + ("" if f in JSON_TYPED else '"'))
-        if f not in JSON_TYPED:
+        lit(("{" if i == 0 else item) + f'"{f}"' + colon + ("" if f in UNQUOTED else '"'))
+        if f not in UNQUOTED:
             pieces.append((False, f"t.{f}"))
             lit('"')
         elif spaced and f in ("assignment", "context"):
@@ -117,13 +117,14 @@ def _shape_line_sql(shape: Shape) -> tuple[str, str]:
 
 
 def fast_line_sql(shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
-    """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, JSON-typed
-    ones as their JSON text, absent members skipped, members in the order and with the separators
-    of the shape with the same fields (contract order, compact, otherwise). Equal to a line without
-    backslashes only when every present known field is a JSON string (or, for the JSON-typed ones,
-    any value), nothing is null, no key is unknown or repeated and no stray whitespace is left: then
-    the struct *is* the line, decoded, and its values need no further parsing."""
-    general = rebuilt_line_sql(lambda f: f"t.{f}::varchar" if f in JSON_TYPED else f"'\"' || t.{f} || '\"'")
+    """The line rebuilt from the `json_transform` struct `t`: string fields quoted back, the
+    `UNQUOTED` ones as the text of their value, absent members skipped, members in the order and
+    with the separators of the shape with the same fields (contract order, compact, otherwise).
+    Equal to a line without backslashes only when every present known field is a JSON string (or,
+    for the `UNQUOTED` ones, a value of their type), nothing is null, no key is unknown or repeated
+    and no stray whitespace is left: then the struct *is* the line, decoded, and its values need no
+    further parsing."""
+    general = rebuilt_line_sql(lambda f: f"t.{f}::varchar" if f in UNQUOTED else f"'\"' || t.{f} || '\"'")
     whens = " ".join(f"when {cond} then {line}" for cond, line in map(_shape_line_sql, shapes))
     return f"case {whens} else {general} end"
 
@@ -199,6 +200,7 @@ def pending_lines_sql(lines: str, accepted: str) -> str:
     (`file_idx`, `line_number` of the rows the fast path accepted): the general path's input. An
     anti-join of the keys, so the fast path's output can go straight to `raw.events`: a temp table
     of every chunk's rows (to tell accepted from pending) cost more than this join, and DuckDB keeps
-    such tables until the partition's commit. Lines without a number (whole-file rows) are pending."""
+    such tables until the partition's commit. Lines without a number (whole-file rows) are pending;
+    blank lines are left in, the general path skips them."""
     return (f"select l.file_idx, l.line_number, l.line, l.pre_reason from {lines} l anti join {accepted} a "
-            f"on l.file_idx = a.file_idx and l.line_number = a.line_number where {LINE_FILTER}")
+            f"on l.file_idx = a.file_idx and l.line_number = a.line_number")
