@@ -1,11 +1,15 @@
-"""Paths and settings from environment variables (DESIGN.md section 7).
+"""Every setting that comes from the environment, read here and nowhere else (docs/architecture.md §7).
 
-Read at call time, not import time, so tests can point each run at a tmp directory.
+Read at call time, not import time, so tests can point each run at a tmp directory. The one
+exception is what Dagster needs when the code location loads (the partitions' start, the schedule's
+cron and timezone): `settings()` is called then, so a change needs a reload of the code location.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -13,6 +17,20 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
+
+# Defaults, defined once. DuckDB's memory cap applies to the Python connections and to dbt alike
+# (dbt receives it through the environment, see `dbt_environment`): a large night spills to disk.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "4GB"
+DEFAULT_PARTITIONS_START = "2026-10-01"
+DEFAULT_NIGHTLY_CRON = "0 3 * * *"  # 03:00 every day, for the previous (last complete) day
+DEFAULT_NIGHTLY_TIMEZONE = "UTC"
+SLACK_API = "https://slack.com/api/chat.postMessage"
+
+_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)$", re.IGNORECASE)
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use (the message names it)."""
 
 
 def _path(var: str, default: Path) -> Path:
@@ -23,11 +41,39 @@ def _path(var: str, default: Path) -> Path:
     return path
 
 
+def _text(var: str, default: str | None = None) -> str | None:
+    value = os.environ.get(var, "").strip()
+    return value or default
+
+
+def _date(var: str, default: str) -> dt.date:
+    value = _text(var, default)
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise SettingsError(f"{var}={value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go besides the log and `analysis.alerts` (secrets: never logged or stored)."""
+
+    webhook_url: str | None = None
+    slack_token: str | None = None
+    slack_channel: str | None = None
+    slack_api_url: str = SLACK_API
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
     duckdb_path: Path
     reports_dir: Path
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    partitions_start: dt.date = dt.date.fromisoformat(DEFAULT_PARTITIONS_START)
+    nightly_cron: str = DEFAULT_NIGHTLY_CRON
+    nightly_timezone: str = DEFAULT_NIGHTLY_TIMEZONE
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def raw_dir(self) -> Path:
@@ -41,14 +87,51 @@ class Settings:
     def flags_dir(self) -> Path:
         return self.data_dir / "flags"
 
+    @property
+    def duckdb_temp_dir(self) -> Path:
+        return self.duckdb_path.parent / "duckdb_tmp"
+
+    def dbt_environment(self) -> dict[str, str]:
+        """What the dbt subprocess reads through `env_var()` in dbt/profiles.yml."""
+        return {"MVT_DUCKDB_PATH": str(self.duckdb_path), "MVT_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit}
+
 
 def settings() -> Settings:
     data_dir = _path("MVT_DATA_DIR", PROJECT_ROOT / "data")
+    memory = _text("MVT_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT)
+    if not _MEMORY_LIMIT.match(memory):
+        raise SettingsError(f"MVT_DUCKDB_MEMORY_LIMIT={memory!r} is not a size such as 4GB, 512MB or 80%")
+    cron = _text("MVT_NIGHTLY_CRON", DEFAULT_NIGHTLY_CRON)
+    if len(cron.split()) != 5:
+        raise SettingsError(f"MVT_NIGHTLY_CRON={cron!r} is not a five-field cron expression")
     return Settings(
         data_dir=data_dir,
         duckdb_path=_path("MVT_DUCKDB_PATH", data_dir / "warehouse" / "mvt.duckdb"),
         reports_dir=_path("MVT_REPORTS_DIR", data_dir / "reports"),
+        duckdb_memory_limit=memory,
+        partitions_start=_date("MVT_PARTITIONS_START", DEFAULT_PARTITIONS_START),
+        nightly_cron=cron,
+        nightly_timezone=_text("MVT_NIGHTLY_TIMEZONE", DEFAULT_NIGHTLY_TIMEZONE),
+        alerts=AlertSettings(
+            webhook_url=_text("MVT_ALERT_WEBHOOK_URL"),
+            slack_token=_text("SLACK_TOKEN"),
+            slack_channel=_text("MVT_SLACK_CHANNEL"),
+            slack_api_url=_text("MVT_SLACK_API_URL", SLACK_API),
+        ),
     )
+
+
+def export_dbt_environment(s: Settings | None = None) -> None:
+    """Put the warehouse path and memory cap where the dbt subprocess reads them. dagster-dbt starts
+    dbt with this process's environment, so this is the one way to hand them over."""
+    os.environ.update((s or settings()).dbt_environment())
+
+
+def quiet_third_party_telemetry() -> None:
+    """No internet on the machines this runs on: dbt, Dagster and GX must not try to phone home."""
+    for var, value in (("DO_NOT_TRACK", "1"), ("DBT_SEND_ANONYMOUS_USAGE_STATS", "false"),
+                       ("GX_ANALYTICS_ENABLED", "false")):
+        os.environ.setdefault(var, value)
 
 
 def dbt_executable() -> str:

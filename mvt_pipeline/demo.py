@@ -1,34 +1,17 @@
-"""`make demo`: simulate sample dumps, then materialize the whole graph through the Dagster
-instance (so the runs show in the UI), and say where the reports are.
-
-Ingestion runs once per day folder found; the rest of the graph runs once, for the last day.
+"""`make demo` / `mvt demo`: simulate sample dumps, then run the project's own `nightly` job through
+the Dagster instance once per day (so the UI shows `nightly` runs, one partition per night, and the
+failed checks raise `analysis.alerts`), and say where the reports are.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import shutil
 import sys
 import time
 
 from .config import settings
-
-
-def _materialize(defs, selection, instance, partition_key=None, as_of=None) -> None:
-    import dagster as dg
-
-    job = dg.define_asset_job("__demo", selection=selection)
-    resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("__demo")
-    tags = {"mvt/as_of": as_of} if as_of else None
-    # Warnings and errors only on the console: the full event log is in the UI (make ui).
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result = resolved.execute_in_process(run_config=quiet, instance=instance, partition_key=partition_key,
-                                         tags=tags, raise_on_error=False)
-    for check in result.get_asset_check_evaluations():
-        if not check.passed:
-            print(f"   check {check.asset_key.to_user_string()}.{check.check_name}: {check.severity.value}")
-    if not result.success:
-        raise SystemExit(f"run {result.run_id} failed; see its logs above or in the Dagster UI (make ui)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-data", action="store_true", help="reuse existing dumps and warehouse")
     args = parser.parse_args(argv)
 
+    from .ingest.dump_folders import dump_days
+    from .nights import NightError, check_night, ensure_dagster_home, run_nights
+
     s = settings()
     started = time.perf_counter()
     if not args.keep_data:
@@ -50,39 +36,35 @@ def main(argv: list[str] | None = None) -> int:
 
         registry = load_registry(s.registry_dir)
         print(f">> simulating {args.users} users x {args.days} days into {s.raw_dir}", flush=True)
-        import datetime as dt
-
         config = SimulationConfig(users=args.users, days=args.days, seed=args.seed,
                                   start_date=dt.date.fromisoformat(args.start_date),
-                                  # 0.5% loss: below the 1% gate, so the sample night is analysed
+                                  # 0.5% loss: below the 1% gate, so the sample nights are analysed
                                   faults=Faults.demo().model_copy(update={"loss_rate": 0.005}),
                                   truth=default_truth(registry))
         simulate(registry, config, s.data_dir)
-
-    import dagster as dg
-
-    from .defs import defs
-    from .ingest.dump_folders import dump_days
 
     days = dump_days(s.raw_dir)
     if not days:
         print(f"no dump folders under {s.raw_dir}", file=sys.stderr)
         return 1
-    instance = dg.DagsterInstance.get()
-    for i, day in enumerate(days, 1):
-        print(f">> [{i}/{len(days)}] ingesting {day}", flush=True)
-        _materialize(defs, dg.AssetSelection.assets("experiment_registry", "raw_events"), instance,
-                     partition_key=day)
-    print(f">> building marts, effects, reports and the flag audit as of {days[-1]}", flush=True)
-    rest = dg.AssetSelection.all() - dg.AssetSelection.assets("experiment_registry", "raw_events")
-    _materialize(defs, rest, instance, as_of=days[-1])
+    try:
+        nights = [check_night(day) for day in days]
+    except NightError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    home = ensure_dagster_home()
+    print(f">> running the nightly job for {len(nights)} nights ({nights[0]} .. {nights[-1]}), "
+          f"DAGSTER_HOME={home}", flush=True)
+    results = run_nights(nights, progress=lambda line: print(line, flush=True))
 
     elapsed = time.perf_counter() - started
-    print(f"\nDone in {elapsed:.0f} s.")
-    print(f"  Reports:   {s.reports_dir / 'index.html'}")
+    failed = [r.night for r in results if not r.success]
+    print(f"\nDone in {elapsed:.0f} s: {len(results) - len(failed)} of {len(results)} nights succeeded, "
+          f"{sum(r.alerts for r in results)} alerts raised (analysis.alerts).")
+    print(f"  Reports:   {s.reports_dir / 'index.html'}  (night {nights[-1]})")
     print(f"  Warehouse: {s.duckdb_path}  (schemas raw, staging, marts, analysis)")
     print("  UI:        make ui   then open http://127.0.0.1:3000")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

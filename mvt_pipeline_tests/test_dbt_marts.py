@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from mvt_pipeline.config import settings
 from mvt_pipeline.ingest import ingest_partition
 from mvt_pipeline.ingest.dump_folders import dump_days
 from mvt_pipeline.registry import load_registry
@@ -126,7 +127,7 @@ def ingest(data: Path, days=None) -> None:
 
 
 def dbt(data: Path, *args: str, vars_: dict | None = None) -> str:
-    env = {**os.environ, "MVT_DUCKDB_PATH": str(data / "wh.duckdb"), "DO_NOT_TRACK": "1",
+    env = {**os.environ, **settings().dbt_environment(), "MVT_DUCKDB_PATH": str(data / "wh.duckdb"), "DO_NOT_TRACK": "1",
            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     cmd = [DBT, *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
            "--target-path", str(data / "dbt_target"), "--log-path", str(data / "dbt_logs")]

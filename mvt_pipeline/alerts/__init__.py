@@ -2,6 +2,6 @@
 optionally a webhook / Slack message (targets from the environment, never from code)."""
 
 from .delivery import AlertTargets, deliver
-from .model import Alert, alerts_table_ddl, store_alerts
+from .model import Alert, store_alerts
 
-__all__ = ["Alert", "AlertTargets", "alerts_table_ddl", "deliver", "store_alerts"]
+__all__ = ["Alert", "AlertTargets", "deliver", "store_alerts"]

@@ -7,13 +7,11 @@ broken webhook cannot hide the alert row or stop the sensor.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from dataclasses import dataclass
 
+from ..config import SLACK_API, settings
 from .model import Alert
-
-SLACK_API = "https://slack.com/api/chat.postMessage"
 
 
 @dataclass(frozen=True)
@@ -25,12 +23,9 @@ class AlertTargets:
 
     @classmethod
     def from_env(cls) -> "AlertTargets":
-        return cls(
-            webhook_url=os.environ.get("MVT_ALERT_WEBHOOK_URL") or None,
-            slack_token=os.environ.get("SLACK_TOKEN") or None,
-            slack_channel=os.environ.get("MVT_SLACK_CHANNEL") or None,
-            slack_api_url=os.environ.get("MVT_SLACK_API_URL") or SLACK_API,
-        )
+        a = settings().alerts
+        return cls(webhook_url=a.webhook_url, slack_token=a.slack_token, slack_channel=a.slack_channel,
+                   slack_api_url=a.slack_api_url)
 
 
 def _post(url: str, payload: dict, headers: dict, timeout: float) -> None:

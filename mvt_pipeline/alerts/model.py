@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 
+from ..warehouse.analysis_schema import ensure_table
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -28,18 +30,9 @@ class Alert:
         return f"[mvt_pipeline] {self.severity}: {self.asset}.{self.check_name}{where} failed: {self.message}"
 
 
-def alerts_table_ddl() -> str:
-    return (
-        "create table if not exists analysis.alerts (alert_key varchar primary key, run_id varchar, asset varchar,"
-        " check_name varchar, severity varchar, partition varchar, message varchar, details json,"
-        " delivered_to varchar, created_at timestamp)"
-    )
-
-
 def store_alerts(conn, alerts: list[Alert], delivered_to: dict[str, str]) -> int:
     """Insert alerts not yet stored; returns how many rows were new."""
-    conn.execute("create schema if not exists analysis")
-    conn.execute(alerts_table_ddl())
+    ensure_table(conn, "alerts")
     new = 0
     for alert in alerts:
         row = asdict(alert)
@@ -47,7 +40,8 @@ def store_alerts(conn, alerts: list[Alert], delivered_to: dict[str, str]) -> int
         if exists:
             continue
         conn.execute(
-            "insert into analysis.alerts values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert into analysis.alerts (alert_key, run_id, asset, check_name, severity, partition, message, details,"
+            " delivered_to, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [alert.key, row["run_id"], row["asset"], row["check_name"], row["severity"], row["partition"],
              row["message"], json.dumps(row["details"], default=str), delivered_to.get(alert.key, "log"),
              row["created_at"]],

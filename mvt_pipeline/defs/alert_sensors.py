@@ -39,40 +39,50 @@ def failed_check_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> lis
     return alerts
 
 
-def raise_alerts(context, alerts: list[Alert]) -> None:
+def run_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, failure_message: str | None = None) -> list[Alert]:
+    """The alerts of a finished run: its failed checks, and the run itself when it failed."""
+    alerts = failed_check_alerts(instance, run)
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        alerts.append(Alert(run_id=run.run_id, asset=run.job_name, check_name="run_failure", severity="ERROR",
+                            partition=run.tags.get("dagster/partition"),
+                            message=(failure_message or "run failed")[:500]))
+    return alerts
+
+
+def raise_alerts(log, alerts: list[Alert]) -> int:
+    """Log, deliver and store alerts; returns how many were new (a run already alerted on is not
+    alerted twice, whether the sensor or the command line saw it first)."""
     if not alerts:
-        return
-    for alert in alerts:
-        context.log.warning(alert.text())
-    delivered, errors = deliver(alerts, AlertTargets.from_env())
-    for err in errors:
-        context.log.error(f"alert delivery failed: {err}")
+        return 0
     path = settings().duckdb_path
     path.parent.mkdir(parents=True, exist_ok=True)
+    for alert in alerts:
+        log.warning(alert.text())
+    delivered, errors = deliver(alerts, AlertTargets.from_env())
+    for err in errors:
+        log.error(f"alert delivery failed: {err}")
     for attempt in range(5):
         try:
             with duckdb.connect(str(path)) as conn:
-                store_alerts(conn, alerts, delivered)
-            return
+                return store_alerts(conn, alerts, delivered)
         except duckdb.IOException as exc:  # the warehouse is locked by a running job
             if attempt == 4:
-                context.log.error(f"could not write analysis.alerts (warehouse busy): {exc}")
+                log.error(f"could not write analysis.alerts (warehouse busy): {exc}")
             time.sleep(2)
+    return 0
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitor_all_code_locations=False,
-                      default_status=dg.DefaultSensorStatus.RUNNING)
+                      default_status=dg.DefaultSensorStatus.RUNNING,
+                      description="Alerts on the failed (non-blocking) checks of a successful run: SRM, "
+                                  "guardrails, quarantine rate, stale flags.")
 def check_failure_alerts(context: dg.RunStatusSensorContext):
-    """Failed (non-blocking) checks of a successful run: SRM, guardrails, quarantine rate, stale flags."""
-    raise_alerts(context, failed_check_alerts(context.instance, context.dagster_run))
+    raise_alerts(context.log, failed_check_alerts(context.instance, context.dagster_run))
 
 
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Alerts on a failed run (e.g. stopped by a blocking data check) and its "
+                                   "failed checks.")
 def run_failure_alerts(context: dg.RunFailureSensorContext):
-    """A failed run (e.g. stopped by a blocking data check): alert on its checks and on the failure."""
-    run = context.dagster_run
-    alerts = failed_check_alerts(context.instance, run)
-    message = context.failure_event.message if context.failure_event else "run failed"
-    alerts.append(Alert(run_id=run.run_id, asset=run.job_name, check_name="run_failure", severity="ERROR",
-                        partition=run.tags.get("dagster/partition"), message=message[:500]))
-    raise_alerts(context, alerts)
+    message = context.failure_event.message if context.failure_event else None
+    raise_alerts(context.log, run_alerts(context.instance, context.dagster_run, message))

@@ -1,20 +1,17 @@
-"""Jobs and the nightly schedule."""
+"""The jobs: `nightly` (the whole graph for one night) and `ingest_day` (ingestion only)."""
 
 import dagster as dg
 
-from .partitions import daily_partitions
+INGESTION = dg.AssetSelection.assets("experiment_registry", "raw_events")
 
-# Everything, for one day: ingest that day's dumps, rebuild marts, re-run the analysis.
+# Every asset shares the daily partitions, so the jobs are partitioned by them too.
 nightly_job = dg.define_asset_job(
-    "nightly", selection=dg.AssetSelection.all(), partitions_def=daily_partitions,
-    description="Materialize the whole graph for one day's partition.",
+    "nightly", selection=dg.AssetSelection.all(),
+    description="One night: ingest that day's dumps, build the marts from the data up to that day "
+                "(dbt var as_of), then effects, HTE, the flag audit and the decision reports.",
 )
 
-# Only the ingestion of one day (started by the dump-arrival sensor).
-ingest_job = dg.define_asset_job(
-    "ingest_day", selection=dg.AssetSelection.assets("experiment_registry", "raw_events"),
-    partitions_def=daily_partitions,
+ingest_day_job = dg.define_asset_job(
+    "ingest_day", selection=INGESTION,
+    description="Ingest one day's dump folders (started by raw_dump_sensor when a folder appears or changes).",
 )
-
-# 03:00 UTC every day, for yesterday's partition (the last complete day).
-nightly_schedule = dg.build_schedule_from_partitioned_job(nightly_job, hour_of_day=3, minute_of_hour=0)

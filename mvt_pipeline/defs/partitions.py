@@ -1,9 +1,19 @@
-"""The daily partitions of ingestion: one per `dt=YYYY-MM-DD` dump folder."""
+"""The one partitioning of the graph: a night per day. The key is the night's `as_of` date: the data
+that had arrived by the end of that day (docs/architecture.md, "Nights and partitions")."""
 
-import os
+import datetime as dt
 
 import dagster as dg
 
-PARTITIONS_START = os.environ.get("MVT_PARTITIONS_START", "2026-10-01")
+from ..config import settings
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+daily_partitions = dg.DailyPartitionsDefinition(start_date=settings().partitions_start.isoformat(), timezone="UTC")
+
+
+def night_of(context) -> dt.date:
+    """The night a step works on: its partition key as a date."""
+    return dt.date.fromisoformat(context.partition_key)
+
+# A night per run for every asset (dbt's as_of is a single day); one policy everywhere, so a job
+# over the whole graph has one.
+ONE_NIGHT_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)

@@ -11,11 +11,13 @@ import dagster as dg
 
 from ..config import settings
 from ..ingest.dump_folders import day_fingerprints
-from .jobs import ingest_job
+from .jobs import ingest_day_job
 from .partitions import daily_partitions
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(job=ingest_day_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Starts `ingest_day` for a dump folder (raw/<source>/dt=YYYY-MM-DD/) that appeared or "
+                       "changed since the last tick. Off by default: the nightly schedule ingests the day too.")
 def raw_dump_sensor(context: dg.SensorEvaluationContext):
     seen = json.loads(context.cursor) if context.cursor else {}
     current = day_fingerprints(settings().raw_dir)

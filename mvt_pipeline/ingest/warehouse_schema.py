@@ -88,3 +88,9 @@ def ensure_raw_schema(conn: duckdb.DuckDBPyConnection) -> None:
     for table, columns in _ADDED_COLUMNS.items():
         for name, sql_type, default in columns:
             conn.execute(f"alter table {table} add column if not exists {name} {sql_type} default {default}")
+
+
+def raw_events_columns() -> list[tuple[str, str]]:
+    """(name, type) of every `raw.events` column, added ones included (for the asset catalogue)."""
+    base = [tuple(line.strip().rstrip(",").split()[:2]) for line in RAW_EVENTS_DDL.strip().splitlines()[1:-1]]
+    return base + [(name, col_type) for name, col_type, _default in _ADDED_COLUMNS["raw.events"]]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import pandas as pd
+
+from ..config import quiet_third_party_telemetry
 
 
 @dataclass
@@ -18,7 +19,7 @@ class SuiteOutcome:
 
 
 def run_suite(frame: pd.DataFrame, suite: tuple[str, list]) -> SuiteOutcome:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    quiet_third_party_telemetry()
     import great_expectations as gx
 
     from great_expectations.data_context.types.base import ProgressBarsConfig

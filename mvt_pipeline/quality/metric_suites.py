@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
+from ..warehouse.analysis_schema import ensure_table
 from .gx_runner import SuiteOutcome, run_suite
 from .telemetry_metrics import QualityMetric, Thresholds
 
@@ -22,6 +23,18 @@ SUITE_BOUNDS = {
     "bot_share": ("bot_share", lambda t: (0.0, t.bot_share_warn), False),
     "volume_change": ("volume_change", lambda t: (-t.volume_change_warn, t.volume_change_warn), False),
 }
+
+
+# Loss cannot be judged on the day it arrives (its late events would count as lost: dq_daily's
+# loss_rate_matured is the gate) and high lag means late data, not bad data: both are reported at
+# ERROR severity (and alerted) without stopping the night.
+NON_BLOCKING_AT_INGESTION = frozenset({"loss_rate", "lag_p95"})
+
+
+def blocks_the_night(metric_name: str) -> bool:
+    """Whether an ERROR of this ingestion metric stops the night's analysis (a day mostly garbage)."""
+    return (metric_name in SUITE_BOUNDS and SUITE_BOUNDS[metric_name][2]
+            and metric_name not in NON_BLOCKING_AT_INGESTION)
 
 
 def metric_suite(metric_name: str, t: Thresholds = Thresholds()) -> tuple[str, list]:
@@ -47,16 +60,10 @@ def validate_metric(metric: QualityMetric, t: Thresholds = Thresholds()) -> Suit
     return run_suite(frame, metric_suite(metric.name, t))
 
 
-GX_VALIDATIONS_DDL = (
-    "create table if not exists analysis.gx_validations (dt date, suite varchar, success boolean,"
-    " evaluated integer, failed integer, result json, validated_at timestamp)"
-)
-
-
 def save_validation(conn: duckdb.DuckDBPyConnection, partition: str, suite: str, outcome: SuiteOutcome) -> None:
     """Replace (partition, suite)'s stored GX result: re-running a day keeps one audit row per suite."""
-    conn.execute("create schema if not exists analysis")
-    conn.execute(GX_VALIDATIONS_DDL)
+    ensure_table(conn, "gx_validations")
     conn.execute("delete from analysis.gx_validations where dt = ?::date and suite = ?", [partition, suite])
-    conn.execute("insert into analysis.gx_validations values (?::date, ?, ?, ?, ?, ?, now()::timestamp)",
+    conn.execute("insert into analysis.gx_validations (dt, suite, success, evaluated, failed, result, validated_at)"
+                 " values (?::date, ?, ?, ?, ?, ?, now()::timestamp)",
                  [partition, suite, outcome.success, outcome.evaluated, len(outcome.failed), outcome.result_json])

@@ -22,6 +22,8 @@ BOT_UA_PATTERN = "(bot|crawler|spider|headless|slurp)"  # the same pattern as db
 
 @dataclass(frozen=True)
 class Thresholds:
+    """Every data-quality threshold, defined once (the Launchpad config of ingestion overrides them)."""
+
     loss_error: float = 0.01
     lag_p95_warn_s: float = 300.0
     lag_p95_error_s: float = 3600.0
@@ -32,6 +34,10 @@ class Thresholds:
     quarantine_error: float = 0.10
     volume_change_warn: float = 0.50
     pii_warn_above: int = 0  # PII is redacted, but any occurrence means an SDK is sending it
+    # Gates on the marts (dq_daily, dq_assignment), checked after dbt:
+    late_window_days: int = 2  # loss of a day is judged once it is this many days older than the night
+    flip_warn: float = 0.01
+    flip_error: float = 0.10
 
 
 @dataclass

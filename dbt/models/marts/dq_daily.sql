@@ -1,4 +1,4 @@
--- Telemetry quality per dt partition (the day a dump arrived), for the data checks and reports:
+-- Telemetry quality per dt partition (the day a dump arrived; days up to var('as_of')), for the data checks and reports:
 -- lines accepted and quarantined, events first seen (winning copies) and duplicate copies, ids with
 -- conflicting payloads, collector lag (received_at - ts) and late events, and loss detected from
 -- per-device `seq` gaps (a gap is charged to the partition of the event that reveals it; a device
@@ -8,12 +8,14 @@
 with lines as (
     select dt, count(*) as n_lines, count(distinct source) as n_sources
     from {{ source('raw', 'events') }}
+    where {{ arrived_by_as_of('dt') }}
     group by dt
 ),
 
 quarantined as (
     select dt, count(*) as n_quarantined
     from {{ source('raw', 'quarantine') }}
+    where {{ arrived_by_as_of('dt') }}
     group by dt
 ),
 

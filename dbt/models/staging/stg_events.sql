@@ -11,6 +11,11 @@
 --   * affected ids are re-deduplicated from ALL their raw copies (any day), so "earliest received
 --     copy wins" stays global, and merged by delete+insert on event_id. An id whose copies all
 --     vanished gets a tombstone row (event_type null) that the post-hook deletes.
+-- Only raw rows with dt <= var('as_of') count (the night's data; see macros/as_of.sql). The as_of
+-- of the last build is kept in `<this>__as_of`; when a build moves it (the next night, or a backfill
+-- of an earlier one), the partitions between the two nights are changed partitions too, and ids whose
+-- copies reach past the new as_of are affected, so a backfill of night N equals a warehouse that only
+-- ever saw the days up to N.
 -- A nightly run therefore costs one column scan of raw.events (event_id, dt, ingested_at) plus the
 -- window over the affected copies, not a sort of all history.
 {{ config(
@@ -18,15 +23,24 @@
     unique_key='event_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
-    post_hook="{{ tombstone_cleanup(this) }}"
+    post_hook=["{{ tombstone_cleanup(this) }}", "{{ record_as_of(this) }}"]
 ) }}
+
+{% if is_incremental() %}
+    {%- set state = adapter.get_relation(this.database, this.schema, this.identifier ~ '__as_of') -%}
+    {#- a table built before the as_of state existed held every ingested day -#}
+    {%- set previous_as_of = "(select max(as_of) from " ~ state ~ ")" if state is not none
+                             else "cast('9999-12-31' as date)" -%}
+{% endif %}
 
 with
 {% if is_incremental() %}
 changed_partitions as (
     select distinct dt
     from {{ source('raw', 'events') }}
-    where ingested_at > (select max(ingested_watermark) from {{ this }})
+    where {{ arrived_by_as_of('dt') }}
+      and (ingested_at > (select max(ingested_watermark) from {{ this }})
+           or dt > {{ previous_as_of }})
 ),
 
 affected_ids as (
@@ -38,16 +52,23 @@ affected_ids as (
     from {{ this }} as t
     inner join changed_partitions as c
         on c.dt >= t.first_copy_dt and c.dt <= t.last_copy_dt
+    union
+    -- a backfill of an earlier night: copies that arrived after it no longer count
+    select event_id
+    from {{ this }}
+    where last_copy_dt > {{ as_of_literal() }}
 ),
 
 copies as (
     select *
     from {{ source('raw', 'events') }}
     where event_id in (select event_id from affected_ids)
+      and {{ arrived_by_as_of('dt') }}
 ),
 {% else %}
 copies as (
     select * from {{ source('raw', 'events') }}
+    where {{ arrived_by_as_of('dt') }}
 ),
 {% endif %}
 

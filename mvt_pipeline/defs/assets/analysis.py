@@ -8,46 +8,46 @@ from ...analysis.effects_table import all_effects
 from ...analysis.srm_table import SRM_ALPHA, all_srm
 from ...config import settings
 from ...registry import load_registry
+from ...warehouse import store
+from ..catalog import analysis_tables_metadata, experiment_owners
+from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
 from ..resources import WAREHOUSE_POOL
-from .warehouse_io import as_of_date, replace_rows
 
 
 @dg.asset(
     group_name="analysis",
+    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
     deps=["agg_cell_stats", "agg_cell_quantiles", "dq_assignment", "dq_daily"],
     check_specs=[
         dg.AssetCheckSpec("srm_check", asset="factorial_effects", blocking=True,
-                          description="Chi-square of units per cell (and per factor margin) vs the planned "
-                                      "allocation, p < 0.001 fails (DESIGN 5a). Blocking: with broken "
-                                      "assignment no decision is published; the failure raises an alert."),
+                          description=f"Chi-square of units per cell (and per factor margin) vs the planned "
+                                      f"allocation, p < {SRM_ALPHA} fails (docs/architecture.md §5a). Blocking: "
+                                      "with broken assignment no decision is published; the failure raises an alert."),
         dg.AssetCheckSpec("guardrails", asset="factorial_effects",
                           description="ERROR when a guardrail metric is significantly worse for some level (alerts)."),
     ],
     pool=WAREHOUSE_POOL,
     kinds={"python", "duckdb"},
+    owners=experiment_owners(),
 )
 def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Main effects and interactions for every experiment x metric of the registry, from the
     per-cell sufficient statistics, into `analysis.effects` (fixed-horizon and always-valid
     intervals); SRM into `analysis.srm`; P(cell is best) into `analysis.cell_bayes`."""
     registry = load_registry(settings().registry_dir)
-    as_of = as_of_date(context)
+    as_of = night_of(context)
     with duckdb.get_connection() as conn:
-        cells = conn.execute("select * from marts.agg_cell_stats where segment = 'overall'").df()
-        dq = conn.execute("select * from marts.dq_assignment").df()
-        quantiles = conn.execute("select * from marts.agg_cell_quantiles").df()
-        effects = all_effects(registry, cells, agg_cell_quantiles=quantiles)
-        segment_counts = conn.execute(
-            "select experiment_id, metric, cell_id, segment, segment_value, n_units from marts.agg_cell_stats"
-            " where segment <> 'overall'").df()
-        srm = all_srm(registry, dq, segment_counts)
-        replace_rows(conn, "effects", effects, as_of)
-        replace_rows(conn, "srm", srm, as_of)
-        replace_rows(conn, "cell_bayes", all_bayes(registry, cells), as_of)
+        store.require_marts_for(conn, as_of)
+        cells = store.cell_stats(conn, overall=True)
+        effects = all_effects(registry, cells, agg_cell_quantiles=store.cell_quantiles(conn))
+        srm = all_srm(registry, store.assignment_quality(conn), store.segment_unit_counts(conn))
+        store.replace_nights(conn, {"effects": effects, "srm": srm, "cell_bayes": all_bayes(registry, cells)}, as_of)
+        counts = {name: store.table_row_count(conn, name) for name in ("effects", "srm", "cell_bayes")}
     ok = effects[effects["status"] == "ok"]
     top = ok[(ok["metric_role"] == "primary")].sort_values("p_value").head(5)
     context.log.info(f"{len(ok)} effects estimated for {effects['experiment_id'].nunique()} experiments")
     yield dg.MaterializeResult(metadata={
+        **analysis_tables_metadata(counts),
         "as_of": str(as_of),
         "effects": len(ok),
         "not_analysed": int((effects["status"] != "ok").sum()),

@@ -1,21 +1,24 @@
 import dagster as dg
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from ...audit import NEEDS_ACTION, audit_flags, load_flag_files
 from ...config import settings
 from ...registry import load_registry
+from ...warehouse import store
+from ..catalog import analysis_tables_metadata, experiment_owners
+from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
 from ..resources import WAREHOUSE_POOL
-from .warehouse_io import as_of_date, replace_rows
 
 
 @dg.asset(
     group_name="reporting",
+    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
     deps=["stg_events"],
     check_specs=[dg.AssetCheckSpec("no_stale_flags", asset="stale_flag_audit",
                                    description="WARN while any flag needs clean-up.")],
     pool=WAREHOUSE_POOL,
     kinds={"python"},
+    owners=experiment_owners(),
 )
 def stale_flag_audit(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Classify every feature flag (flagd files) against the registry and exposure activity into
@@ -23,18 +26,17 @@ def stale_flag_audit(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     s = settings()
     registry = load_registry(s.registry_dir)
     flags = load_flag_files(s.flags_dir) if s.flags_dir.exists() else []
-    as_of = as_of_date(context)
+    as_of = night_of(context)
     with duckdb.get_connection() as conn:
-        last = conn.execute(
-            "select experiment_id, max(ts) as last_exposure_at, count(distinct unit_id) as units"
-            " from staging.stg_events where event_type = 'exposure' group by 1"
-        ).df()
-        audit = audit_flags(flags, registry, last, as_of)
-        replace_rows(conn, "stale_flags", audit, as_of)
-    counts = audit["classification"].value_counts().to_dict() if not audit.empty else {}
+        store.require_marts_for(conn, as_of)
+        audit = audit_flags(flags, registry, store.last_exposures(conn), as_of)
+        store.replace_nights(conn, {"stale_flags": audit}, as_of)
+        counts = {"stale_flags": store.table_row_count(conn, "stale_flags")}
+    by_class = audit["classification"].value_counts().to_dict() if not audit.empty else {}
     yield dg.MaterializeResult(metadata={
+        **analysis_tables_metadata(counts),
         "flags": len(flags),
-        "by_class": dg.MetadataValue.json({k: int(v) for k, v in counts.items()}),
+        "by_class": dg.MetadataValue.json({k: int(v) for k, v in by_class.items()}),
     })
     action = audit[audit["classification"].isin(NEEDS_ACTION)] if not audit.empty else audit
     yield dg.AssetCheckResult(

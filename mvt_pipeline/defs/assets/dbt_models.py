@@ -1,16 +1,21 @@
-import os
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+import duckdb as duckdb_lib
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from dagster_duckdb import DuckDBResource
 
+from ...config import export_dbt_environment, settings
+from ..catalog import PLATFORM_TEAM, column_schema
+from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions
 from ..resources import WAREHOUSE_POOL, dbt_project
 
 
 class MvtDbtTranslator(DagsterDbtTranslator):
-    """dbt sources map onto the Dagster assets that write them; models keep their own names."""
+    """dbt sources map onto the Dagster assets that write them; models keep their own names and sit in
+    a group per dbt folder (staging, marts)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         name = dbt_resource_props["name"]
@@ -19,7 +24,27 @@ class MvtDbtTranslator(DagsterDbtTranslator):
         return dg.AssetKey(name)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        return "marts"
+        return "staging" if "staging" in dbt_resource_props.get("fqn", []) else "marts"
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]):
+        return [PLATFORM_TEAM]
+
+
+def _table_metadata(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, dict]:
+    """Row counts and column types of the tables dbt just built, read after dbt has exited (DuckDB
+    allows one process at a time, so dagster-dbt's fetch_row_counts cannot query during the run)."""
+    out = {}
+    with duckdb_lib.connect(str(settings().duckdb_path), read_only=True) as conn:
+        for key, relation in relations.items():
+            schema, name = relation.split(".")
+            cols = conn.execute(
+                "select column_name, data_type from information_schema.columns where table_catalog = current_database()"
+                " and table_schema = ? and table_name = ? order by ordinal_position", [schema, name]).fetchall()
+            if not cols:
+                continue
+            rows = conn.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
+            out[key] = {"dagster/row_count": int(rows), "dagster/column_schema": column_schema(cols)}
+    return out
 
 
 @dbt_assets(
@@ -28,10 +53,27 @@ class MvtDbtTranslator(DagsterDbtTranslator):
     dagster_dbt_translator=MvtDbtTranslator(
         settings=DagsterDbtTranslatorSettings(enable_duplicate_source_asset_keys=True)
     ),
+    partitions_def=daily_partitions,
+    # One night per run, like every other asset: dbt's as_of is a single day.
+    backfill_policy=ONE_NIGHT_PER_RUN,
     pool=WAREHOUSE_POOL,
 )
 def mvt_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckdb: DuckDBResource):
-    """Staging and marts in dbt: dedup, first exposure, attribution, unit metrics, cell stats."""
-    # dbt runs in a subprocess that reads the warehouse path from the environment.
-    os.environ["MVT_DUCKDB_PATH"] = str(duckdb.database)
-    yield from dbt.cli(["build"], context=context).stream()
+    """Staging and marts in dbt for one night: dedup, first exposure, attribution, unit metrics, cell
+    stats, built from the raw rows with dt <= the night (dbt var `as_of`)."""
+    s = settings()
+    export_dbt_environment(s)  # dbt runs in a subprocess that reads the warehouse from the environment
+    args = ["build", "--vars", json.dumps({"as_of": context.partition_key})]
+    results = list(dbt.cli(args, context=context).stream())
+    relations = {}
+    for key in context.selected_asset_keys:
+        props = context.assets_def.metadata_by_key.get(key, {})
+        relation = props.get("dagster/table_name")
+        if relation:
+            relations[key] = ".".join(str(relation).split(".")[-2:])
+    extra = _table_metadata(relations)
+    for result in results:
+        key = getattr(result, "asset_key", None) or (dg.AssetKey(result.output_name) if isinstance(result, dg.Output) else None)
+        if isinstance(result, dg.Output) and key in extra:
+            result = result.with_metadata({**result.metadata, **extra[key]})
+        yield result

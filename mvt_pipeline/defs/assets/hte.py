@@ -4,23 +4,27 @@ from dagster_duckdb import DuckDBResource
 from ...analysis.hte_table import all_hte
 from ...config import settings
 from ...registry import load_registry
+from ...warehouse import store
+from ..catalog import analysis_tables_metadata, experiment_owners
+from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
 from ..resources import WAREHOUSE_POOL
-from .warehouse_io import as_of_date, replace_rows
 
 
-@dg.asset(group_name="analysis", deps=["agg_cell_stats"], pool=WAREHOUSE_POOL, kinds={"python", "duckdb"})
+@dg.asset(group_name="analysis", partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN, deps=["agg_cell_stats"], pool=WAREHOUSE_POOL,
+          kinds={"python", "duckdb"}, owners=experiment_owners())
 def hte_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Effects per segment (registry `segments`) with Cochran's Q heterogeneity tests, BH across
     segments and empirical-Bayes shrinkage, into `analysis.hte` and `analysis.hte_heterogeneity`."""
     registry = load_registry(settings().registry_dir)
-    as_of = as_of_date(context)
+    as_of = night_of(context)
     with duckdb.get_connection() as conn:
-        cells = conn.execute("select * from marts.agg_cell_stats where segment <> 'overall'").df()
-        segments, hetero, skipped = all_hte(registry, cells)
-        replace_rows(conn, "hte", segments, as_of)
-        replace_rows(conn, "hte_heterogeneity", hetero, as_of)
+        store.require_marts_for(conn, as_of)
+        segments, hetero, skipped = all_hte(registry, store.cell_stats(conn, overall=False))
+        store.replace_nights(conn, {"hte": segments, "hte_heterogeneity": hetero}, as_of)
+        counts = {name: store.table_row_count(conn, name) for name in ("hte", "hte_heterogeneity")}
     flagged = hetero[hetero["q_value"] < 0.05] if len(hetero) else hetero
     return dg.MaterializeResult(metadata={
+        **analysis_tables_metadata(counts),
         "segment_effects": len(segments),
         "heterogeneity_tests": len(hetero),
         "heterogeneous_effects_q_lt_0.05": dg.MetadataValue.md(

@@ -1,14 +1,19 @@
+import dataclasses
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from ...config import settings
 from ...ingest import ingest_partition
+from ...ingest.warehouse_schema import raw_events_columns
 from ...quality.gx_runner import run_suite
-from ...quality.metric_suites import SUITE_BOUNDS, save_validation, validate_metric
+from ...quality.metric_suites import blocks_the_night, save_validation, validate_metric
 from ...quality.telemetry_metrics import Thresholds, all_metrics
 from ...quality.telemetry_suite import SUITE_NAME, build_telemetry_suite, sample_sql
 from ...registry import load_registry
-from ..partitions import daily_partitions
+from ...warehouse import store
+from ..catalog import PLATFORM_TEAM, column_schema
+from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions
 from ..resources import WAREHOUSE_POOL
 
 # metric name -> check description; blocking ones stop the night's analysis at ERROR.
@@ -24,49 +29,45 @@ METRIC_CHECKS = {
 }
 
 
-# Blocking here: a day that is mostly garbage. Loss cannot be judged on the day it arrives (its late
-# events would count as lost: dq_daily's loss_rate_matured is the gate), and high lag means late data,
-# not bad data: both are reported at ERROR severity (and alerted) without stopping the night.
-NON_BLOCKING_AT_INGESTION = {"loss_rate", "lag_p95"}
-
-
-def _blocking(name: str) -> bool:
-    return name in SUITE_BOUNDS and SUITE_BOUNDS[name][2] and name not in NON_BLOCKING_AT_INGESTION
-
-
 CHECKS = [
     dg.AssetCheckSpec("row_accounting", asset="raw_events", blocking=True,
                       description="Every file: lines read = rows accepted + rows quarantined."),
     dg.AssetCheckSpec("gx_telemetry_schema", asset="raw_events", blocking=True,
                       description="Great Expectations suite: required fields, enums, ranges, registry ids."),
-] + [dg.AssetCheckSpec(name, asset="raw_events", blocking=_blocking(name), description=text)
+] + [dg.AssetCheckSpec(name, asset="raw_events", blocking=blocks_the_night(name), description=text)
      for name, text in METRIC_CHECKS.items()]
 
 
+_DEFAULTS = Thresholds()
+
+
 class IngestConfig(dg.Config):
-    """Run-time knobs (Launchpad): re-ingest unchanged files, and the data-quality thresholds."""
+    """Run-time knobs (Launchpad): re-ingest unchanged files, and the data-quality thresholds
+    (defaults from `Thresholds`, the one place they are defined)."""
 
     force: bool = False
-    loss_error: float = 0.01
-    lag_p95_warn_s: float = 300.0
-    lag_p95_error_s: float = 3600.0
-    duplicate_warn: float = 0.05
-    bot_share_warn: float = 0.05
-    quarantine_warn: float = 0.01
-    quarantine_error: float = 0.10
-    volume_change_warn: float = 0.50
+    loss_error: float = _DEFAULTS.loss_error
+    lag_p95_warn_s: float = _DEFAULTS.lag_p95_warn_s
+    lag_p95_error_s: float = _DEFAULTS.lag_p95_error_s
+    duplicate_warn: float = _DEFAULTS.duplicate_warn
+    bot_share_warn: float = _DEFAULTS.bot_share_warn
+    quarantine_warn: float = _DEFAULTS.quarantine_warn
+    quarantine_error: float = _DEFAULTS.quarantine_error
+    volume_change_warn: float = _DEFAULTS.volume_change_warn
 
     def thresholds(self) -> Thresholds:
-        return Thresholds(**{k: v for k, v in self.model_dump().items() if k != "force"})
+        return dataclasses.replace(_DEFAULTS, **{k: v for k, v in self.model_dump().items() if k != "force"})
 
 
 @dg.asset(
     group_name="ingestion",
-    partitions_def=daily_partitions,
+    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
     deps=["experiment_registry"],
     check_specs=CHECKS,
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
+    owners=[PLATFORM_TEAM],
+    metadata={"dagster/table_name": "raw.events", "dagster/column_schema": column_schema(raw_events_columns())},
 )
 def raw_events(context: dg.AssetExecutionContext, config: IngestConfig, duckdb: DuckDBResource):
     """One day of raw dumps (`raw/<source>/dt=<day>/`) into `raw.events`; unusable lines go to
@@ -85,7 +86,7 @@ def raw_events(context: dg.AssetExecutionContext, config: IngestConfig, duckdb: 
             if outcome is not None:
                 save_validation(conn, partition, f"telemetry_{name}", outcome)
             outcomes[name] = outcome
-        sample = conn.execute(sample_sql(), [partition]).df()
+        sample = store.telemetry_sample(conn, sample_sql(), partition)
         schema = run_suite(sample, build_telemetry_suite(registry)) if len(sample) else None
         if schema is not None:
             save_validation(conn, partition, SUITE_NAME, schema)
@@ -98,6 +99,7 @@ def raw_events(context: dg.AssetExecutionContext, config: IngestConfig, duckdb: 
             f"{partition}: {len(summary.files)} files, {summary.rows_read} lines, {summary.rows_accepted} accepted, "
             f"{summary.rows_quarantined} quarantined, {summary.pii_redactions} PII values redacted")
     yield dg.MaterializeResult(metadata={
+        "dagster/row_count": summary.rows_accepted,
         "files": len(summary.files),
         "skipped_unchanged": summary.skipped_unchanged,
         "rows_read": summary.rows_read,

@@ -6,28 +6,32 @@ from ...config import settings
 from ...registry import RegistryError, load_registry
 from ...registry.lint import lint_registry_dir
 from ...registry.warehouse_tables import write_registry_tables
+from ..catalog import PLATFORM_TEAM
+from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
 from ..resources import WAREHOUSE_POOL
-from .warehouse_io import as_of_date
 
 
 @dg.asset(
     group_name="ingestion",
+    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
     pool=WAREHOUSE_POOL,
     kinds={"duckdb", "yaml"},
+    owners=[PLATFORM_TEAM],
     check_specs=[dg.AssetCheckSpec(
         "registry_lint", asset="experiment_registry", blocking=True,
         description="Registry governance: duplicate ids, unknown metrics, missing control/owner/hypothesis, "
                     "levels not in flag variants (ERROR); overlaps without orthogonality, past end date (WARN).")],
 )
 def experiment_registry(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
-    """The YAML registry (experiments, factors, metrics, segments) as `raw.registry_*` tables."""
+    """The YAML registry (experiments, factors, metrics, segments) as `raw.registry_*` tables, as it is
+    when the night runs, linted against the flag files as of the night."""
     s = settings()
     try:
         flags = load_flag_files(s.flags_dir) if s.flags_dir.exists() else []
     except FlagFileError as exc:
         context.log.warning(f"flag files unreadable, flag rules of the lint skipped: {exc}")
         flags = None
-    lint = lint_registry_dir(s.registry_dir, flags, as_of_date(context))
+    lint = lint_registry_dir(s.registry_dir, flags, night_of(context))
     try:
         registry = load_registry(s.registry_dir)
     except RegistryError as exc:
@@ -36,6 +40,8 @@ def experiment_registry(context: dg.AssetExecutionContext, duckdb: DuckDBResourc
         counts = write_registry_tables(conn, registry)
     context.log.info(f"registry: {len(registry.experiments)} experiments, {len(registry.metrics)} metrics")
     yield dg.MaterializeResult(metadata={
+        "dagster/table_name": "raw.registry_experiments",
+        "dagster/row_count": len(registry.experiments),
         "experiments": len(registry.experiments),
         "metrics": len(registry.metrics),
         **{f"rows_{k}": v for k, v in counts.items()},

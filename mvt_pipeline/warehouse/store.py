@@ -1,0 +1,175 @@
+"""Every read of the marts and every write of an `analysis.*` table that the Dagster assets do.
+
+Why one module: the assets stay thin (read here, compute in pure code, write here), the SQL is in one
+place to review, and a night is written in one transaction, so a reader sees the previous night or
+the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pandas as pd
+
+from .analysis_schema import SCHEMA, ensure_table, table
+
+NO_AS_OF = dt.date(9999, 12, 31)  # what dbt records when it was built without a night (all data)
+
+
+class StaleMartsError(RuntimeError):
+    """The marts hold another night than the one being analysed."""
+
+
+def _as_date(as_of: dt.date | str) -> dt.date:
+    return as_of if isinstance(as_of, dt.date) else dt.date.fromisoformat(as_of)
+
+
+# --- writes -----------------------------------------------------------------------------------
+
+def replace_nights(conn: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame], as_of: dt.date | str) -> dict[str, int]:
+    """Write each frame as the `as_of` night of its table (other nights are kept), all tables in one
+    transaction. A frame with no rows clears that night. Returns rows written per table."""
+    night = _as_date(as_of)
+    computed_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    prepared = {}
+    for name, frame in frames.items():
+        t = table(name)
+        unknown = [c for c in frame.columns if c not in t.column_names]
+        if unknown:
+            raise ValueError(f"analysis.{name} has no column(s) {unknown}: add them to "
+                             "mvt_pipeline/warehouse/analysis_schema.py (a migration adds them to old warehouses)")
+        out = frame.copy()
+        out[t.night_column] = night
+        if "computed_at" in t.column_names:
+            out["computed_at"] = computed_at
+        prepared[name] = out
+    for name in prepared:
+        ensure_table(conn, name)
+    written = {}
+    conn.execute("begin transaction")
+    try:
+        for name, frame in prepared.items():
+            t = table(name)
+            conn.execute(f'delete from {t.qualified} where "{t.night_column}" = ?', [night])
+            if len(frame) and len(frame.columns):
+                conn.register("_night_frame", frame)
+                try:
+                    conn.execute(f"insert into {t.qualified} by name select * from _night_frame")
+                finally:
+                    conn.unregister("_night_frame")
+            written[name] = len(frame)
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    return written
+
+
+def night(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | str) -> pd.DataFrame:
+    """One night of an analysis table (an empty frame with the table's columns when none)."""
+    t = ensure_table(conn, name)
+    return conn.execute(f'select * from {t.qualified} where "{t.night_column}" = ?', [_as_date(as_of)]).df()
+
+
+def table_row_count(conn: duckdb.DuckDBPyConnection, name: str) -> int:
+    t = ensure_table(conn, name)
+    return int(conn.execute(f"select count(*) from {t.qualified}").fetchone()[0])
+
+
+# --- the night the marts were built for -------------------------------------------------------
+
+def marts_as_of(conn: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """The `as_of` dbt last built the marts for (recorded by stg_events), None before any build."""
+    exists = conn.execute("select count(*) from information_schema.tables where table_schema = 'staging'"
+                          " and table_name = 'stg_events__as_of'").fetchone()[0]
+    if not exists:
+        return None
+    return conn.execute("select max(as_of) from staging.stg_events__as_of").fetchone()[0]
+
+
+def require_marts_for(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> None:
+    """Refuse to analyse night N from marts built for another night (a re-run of one analysis asset
+    after the marts moved on would otherwise file another night's numbers under N)."""
+    built = marts_as_of(conn)
+    wanted = _as_date(as_of)
+    if built is not None and built != NO_AS_OF and built != wanted:
+        raise StaleMartsError(
+            f"the marts were last built for {built}, not {wanted}: run the whole night "
+            f"(`mvt nightly --date {wanted}`) or materialize the dbt models for partition {wanted} first")
+
+
+# --- reads of the marts -----------------------------------------------------------------------
+
+def cell_stats(conn: duckdb.DuckDBPyConnection, overall: bool) -> pd.DataFrame:
+    """Per-cell sufficient statistics: the overall rows, or the per-segment rows."""
+    op = "=" if overall else "<>"
+    return conn.execute(f"select * from marts.agg_cell_stats where segment {op} 'overall'").df()
+
+
+def segment_unit_counts(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return conn.execute(
+        "select experiment_id, metric, cell_id, segment, segment_value, n_units from marts.agg_cell_stats"
+        " where segment <> 'overall'").df()
+
+
+def assignment_quality(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return conn.execute("select * from marts.dq_assignment").df()
+
+
+def cell_quantiles(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return conn.execute("select * from marts.agg_cell_quantiles").df()
+
+
+def last_exposures(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per experiment: the last exposure and how many units were exposed (the flag audit's activity)."""
+    return conn.execute(
+        "select experiment_id, max(ts) as last_exposure_at, count(distinct unit_id) as units"
+        " from staging.stg_events where event_type = 'exposure' group by 1").df()
+
+
+def daily_loss(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return conn.execute(
+        "select day as dt, n_sequenced, n_lost, loss_rate from marts.dq_daily order by day").df()
+
+
+def flip_rates(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return conn.execute(
+        "select experiment_id, sum(n_flipped) as flipped, sum(n_exposed) - sum(n_bots) as units,"
+        " sum(n_flipped) / nullif(sum(n_exposed) - sum(n_bots), 0) as flip_rate"
+        " from marts.dq_assignment group by 1 order by 1").df()
+
+
+def report_cells(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per cell and metric: n and mean for the report (ratio metrics: the cell ratio over units)."""
+    cells = conn.execute(
+        "select experiment_id, cell_id, metric, n, case when n > 0 then sum / n end as mean,"
+        " n_units, num_sum, den_sum from marts.agg_cell_stats where segment = 'overall'").df()
+    ratio = cells["mean"].isna() & (cells["den_sum"] > 0)
+    cells.loc[ratio, "mean"] = cells.loc[ratio, "num_sum"] / cells.loc[ratio, "den_sum"]
+    cells["n"] = cells["n"].where(~ratio, cells["n_units"])
+    return cells
+
+
+def assignment_summary(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return conn.execute(
+        "select experiment_id, sum(n_exposed) exposed, sum(n_bots) bots, sum(n_flipped) flipped,"
+        " sum(n_incomplete) incomplete, sum(n_analysable) analysable from marts.dq_assignment group by 1"
+    ).df().set_index("experiment_id")
+
+
+def ingestion_totals(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> dict[str, int]:
+    """Lines read / quarantined / PII redacted over the days the night covers (dt <= as_of)."""
+    row = conn.execute(
+        "select coalesce(sum(rows_read), 0), coalesce(sum(rows_accepted), 0), coalesce(sum(rows_quarantined), 0),"
+        " coalesce(sum(pii_redactions), 0) from raw.ingest_log where dt <= ?", [_as_date(as_of)]).fetchone()
+    return dict(zip(("rows_read", "rows_accepted", "rows_quarantined", "pii_redactions"), map(int, row)))
+
+
+def telemetry_sample(conn: duckdb.DuckDBPyConnection, sample_sql: str, partition: str) -> pd.DataFrame:
+    return conn.execute(sample_sql, [partition]).df()
+
+
+def analysis_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "select table_name from information_schema.tables where table_schema = ? order by 1", [SCHEMA]).fetchall()]
