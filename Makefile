@@ -19,7 +19,7 @@ DAYS ?= 7
 SEED ?= 42
 START ?= 2026-11-10
 
-.PHONY: install dagster-home manifest demo test ui clean
+.PHONY: install setup demo test ui clean
 
 install: $(VENV)/.installed
 
@@ -30,26 +30,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-dagster-home: $(DAGSTER_HOME)/dagster.yaml
+# DAGSTER_HOME (telemetry off, one warehouse writer at a time) and the dbt manifest.
+setup: install
+	$(BIN)/mvt setup
 
-$(DAGSTER_HOME)/dagster.yaml:
-	@mkdir -p $(DAGSTER_HOME)
-	@printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
-	@echo ">> DAGSTER_HOME=$(DAGSTER_HOME) (telemetry off, one warehouse writer at a time)"
+demo: setup
+	$(BIN)/mvt demo --users $(USERS) --days $(DAYS) --seed $(SEED) --start-date $(START)
 
-manifest: install
-	@echo ">> preparing the dbt manifest"
-	$(BIN)/dbt parse --project-dir dbt --profiles-dir dbt --quiet
-
-demo: install dagster-home manifest
-	$(BIN)/python -m mvt_pipeline.demo --users $(USERS) --days $(DAYS) --seed $(SEED) --start-date $(START)
-
-test: install dagster-home manifest
+test: setup
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
 	exit $$status
 
-ui: install dagster-home manifest
+ui: setup
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:

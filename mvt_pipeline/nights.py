@@ -33,6 +33,7 @@ class NightResult:
     failed_checks: list[str] = field(default_factory=list)
     alerts: int = 0
     error: str | None = None
+    result: object = field(default=None, repr=False)  # Dagster's ExecuteInProcessResult, for tests
 
 
 def ensure_dagster_home() -> Path:
@@ -125,7 +126,8 @@ def run_job(job_name: str, night: str, *, force: bool = False, instance=None, qu
     run = instance.get_run_by_id(result.run_id)
     alerts = raise_alerts(_alert_log(quiet), run_alerts(instance, run, error))
     return NightResult(night=night, job=job_name, run_id=result.run_id, success=result.success,
-                       seconds=time.perf_counter() - started, failed_checks=failed, alerts=alerts, error=error)
+                       seconds=time.perf_counter() - started, failed_checks=failed, alerts=alerts, error=error,
+                       result=result)
 
 
 def run_nights(nights: list[str], *, force: bool = False, instance=None,

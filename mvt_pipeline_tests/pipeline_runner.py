@@ -1,4 +1,5 @@
-"""Run the Dagster graph on a generated dataset in a tmp workdir (shared by the asset and e2e tests)."""
+"""Run the project's own `nightly` job on a generated dataset in a tmp workdir, one partition per
+day folder, exactly as `mvt backfill` does (shared by the asset and end-to-end tests)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import dagster as dg
 import duckdb
 
 from mvt_pipeline.ingest.dump_folders import dump_days
+from mvt_pipeline.nights import run_job, run_nights
 from mvt_pipeline.registry import load_registry
 from mvt_pipeline.simulate import SimulationConfig, simulate
-
-INGESTION = ("experiment_registry", "raw_events")
 
 
 def generate(data_dir: Path, **config) -> dict:
@@ -23,23 +23,17 @@ def generate(data_dir: Path, **config) -> dict:
     return truth
 
 
-def run_graph(data_dir: Path, selection_rest=None) -> tuple[list, list]:
-    """Ingest every day folder, then materialize the rest of the graph; returns the run results."""
-    from mvt_pipeline.defs import build_defs
+def run_graph(data_dir: Path, nights: list[str] | None = None, instance=None) -> list:
+    """Every night (default: one per day folder, in order) through the `nightly` job; returns the
+    runs' ExecuteInProcessResults."""
+    instance = instance or dg.DagsterInstance.ephemeral()
+    results = run_nights(nights or dump_days(data_dir / "raw"), instance=instance, progress=lambda _line: None)
+    return [r.result for r in results]
 
-    defs = build_defs()
-    instance = dg.DagsterInstance.ephemeral()
-    ingest_results = []
-    for day in dump_days(data_dir / "raw"):
-        job = dg.define_asset_job("ingest_test", selection=dg.AssetSelection.assets(*INGESTION))
-        jdef = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("ingest_test")
-        ingest_results.append(jdef.execute_in_process(instance=instance, partition_key=day, raise_on_error=False))
-    rest = selection_rest or (dg.AssetSelection.all() - dg.AssetSelection.assets(*INGESTION))
-    job = dg.define_asset_job("rest_test", selection=rest)
-    jdef = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("rest_test")
-    last = dump_days(data_dir / "raw")[-1]
-    rest_result = jdef.execute_in_process(instance=instance, tags={"mvt/as_of": last}, raise_on_error=False)
-    return ingest_results, [rest_result]
+
+def ingest_again(data_dir: Path, instance=None) -> list:
+    instance = instance or dg.DagsterInstance.ephemeral()
+    return [run_job("ingest_day", day, instance=instance).result for day in dump_days(data_dir / "raw")]
 
 
 def query(data_dir: Path, sql: str, params=None):

@@ -81,7 +81,7 @@ def test_failed_checks_of_a_run_become_alerts(workdir):
     context = dg.build_run_status_sensor_context(
         sensor_name="check_failure_alerts", dagster_instance=instance, dagster_run=run,
         dagster_event=result.get_run_success_event())
-    raise_alerts(context, alerts)
+    raise_alerts(context.log, alerts)
     with duckdb.connect(str(workdir / "warehouse" / "mvt.duckdb")) as conn:
         rows = conn.execute("select asset, check_name, delivered_to from analysis.alerts").fetchall()
     assert rows == [("thing", "always_fails", "log")]

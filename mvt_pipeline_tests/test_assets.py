@@ -6,7 +6,7 @@ import pytest
 
 from mvt_pipeline.simulate import Faults
 
-from .pipeline_runner import generate, query, read_truth, run_graph
+from .pipeline_runner import generate, ingest_again, query, read_truth, run_graph
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,10 @@ def pipeline(tmp_path_factory):
     mp.setenv("MVT_DATA_DIR", str(data))
     mp.setenv("MVT_DUCKDB_PATH", str(data / "warehouse" / "mvt.duckdb"))
     mp.setenv("MVT_REPORTS_DIR", str(data / "reports"))
-    generate(data, users=3000, days=3, seed=11, faults=Faults.demo())
-    ingest, rest = run_graph(data)
-    yield data, ingest, rest
+    # 0.5% loss: below the 1% gate (as in the demo), so every night is analysed
+    generate(data, users=3000, days=3, seed=11, faults=Faults.demo().model_copy(update={"loss_rate": 0.005}))
+    nights = run_graph(data)
+    yield data, nights, nights[-1:]
     mp.undo()
 
 
@@ -48,11 +49,14 @@ def _checks(results) -> dict[tuple[str, str], bool]:
 
 
 def test_every_asset_materializes(pipeline):
-    data, ingest, rest = pipeline
-    assert all(r.success for r in ingest + rest)
+    data, nights, _ = pipeline
+    assert all(r.success for r in nights)
+    assert {r.dagster_run.job_name for r in nights} == {"nightly"}
     from .test_definitions import EXPECTED_ASSETS
 
-    assert _materialized(ingest + rest) == EXPECTED_ASSETS
+    for night in nights:  # every asset, every night, for that night's partition
+        assert _materialized([night]) == EXPECTED_ASSETS
+        assert {ev.partition for ev in night.get_asset_materialization_events()} == {night.dagster_run.tags["dagster/partition"]}
 
 
 def test_ingestion_accounts_for_every_line(pipeline):
@@ -77,17 +81,19 @@ def test_dbt_marts_dedup_and_one_exposure_per_unit(pipeline):
     assert int(dup_units.n[0]) == 0
     bots = query(data, "select count(distinct unit_id) n from marts.fct_exposures where is_bot")
     assert int(bots.n[0]) == truth["counts"]["bot_units"]
-    dbt_checks = {k: v for k, v in _checks(rest).items() if k[0] not in ("factorial_effects", "stale_flag_audit")}
+    dbt_checks = {k: v for k, v in _checks(rest).items()
+                  if k[0] not in ("factorial_effects", "stale_flag_audit", "raw_events", "experiment_registry")}
     assert dbt_checks and all(dbt_checks.values()), dbt_checks
 
 
 def test_analysis_tables_and_reports(pipeline):
     data, _, rest = pipeline
-    effects = query(data, "select * from analysis.effects")
+    last = rest[0].dagster_run.tags["dagster/partition"]
+    effects = query(data, "select * from analysis.effects where as_of = ?", [last])
     assert set(effects.experiment_id) == {"checkout_mvt", "search_ranking_frac", "pricing_abn"}
     ok = effects[effects.status == "ok"]
     assert (ok.ci_low <= ok.estimate).all() and (ok.estimate <= ok.ci_high).all()
-    decisions = query(data, "select * from analysis.decisions")
+    decisions = query(data, "select * from analysis.decisions where as_of = ?", [last])
     assert len(decisions) == 3
     reports = data / "reports"
     assert (reports / "index.html").exists()
@@ -97,14 +103,14 @@ def test_analysis_tables_and_reports(pipeline):
     meta = [ev.materialization.metadata for r in rest for ev in r.get_asset_materialization_events()
             if ev.asset_key == dg.AssetKey("decision_reports")][0]
     assert meta["index"].value.endswith("index.html")
-    flags = query(data, "select * from analysis.stale_flags")
+    flags = query(data, "select * from analysis.stale_flags where as_of = ?", [last])
     assert "orphan" in set(flags.classification)
 
 
 def test_rerunning_ingestion_is_idempotent(pipeline):
     data, _, _ = pipeline
     before = query(data, "select count(*) n, sum(hash(event_id)) h from raw.events")
-    run_graph(data, selection_rest=dg.AssetSelection.assets("stg_events"))
+    assert all(r.success for r in ingest_again(data))
     after = query(data, "select count(*) n, sum(hash(event_id)) h from raw.events")
     assert before.equals(after)
 
@@ -113,9 +119,10 @@ def test_sample_ratio_mismatch_blocks_the_decisions(workdir):
     # pricing_abn's actual allocation is skewed 50/25/25 against a planned 1/3 each.
     generate(workdir, users=3000, days=2, seed=5,
              faults=Faults(srm={"pricing_abn": {"pricing_banner": [0.5, 0.25, 0.25]}}))
-    _, rest = run_graph(workdir)
+    rest = run_graph(workdir)[-1:]
     assert not rest[0].success
-    srm = query(workdir, "select experiment_id, passed from analysis.srm").set_index("experiment_id")
+    last = rest[0].dagster_run.tags["dagster/partition"]
+    srm = query(workdir, "select experiment_id, passed from analysis.srm where as_of = ?", [last]).set_index("experiment_id")
     assert srm.loc["pricing_abn", "passed"] == False  # noqa: E712
     assert srm.loc["checkout_mvt", "passed"] == True  # noqa: E712
     checks = _checks(rest)

@@ -8,6 +8,7 @@ import datetime as dt
 import shutil
 
 import duckdb
+import pytest
 
 from .test_dbt_marts import HAND_VARS, dbt, ingest, iso, make_hand_made, one, query
 
@@ -78,3 +79,35 @@ def test_incremental_runs_equal_full_refresh(tmp_path):
     before = query(data, "select count(*), max(ingested_watermark) from staging.stg_events")
     dbt(data, "run", "--select", "stg_events", vars_=HAND_VARS)
     assert query(data, "select count(*), max(ingested_watermark) from staging.stg_events") == before
+
+
+def test_incremental_runs_follow_a_moving_as_of(tmp_path):
+    """Back to an earlier night and forward again, incrementally: each build equals a full refresh of
+    that night, and an earlier night sees no row of a later day."""
+    data = tmp_path / "inc"
+    data.mkdir()
+    make_hand_made(data)
+    ingest(data)
+    dbt(data, "run", vars_=HAND_VARS)  # every day (no as_of)
+    days = [r[0] for r in query(data, "select distinct dt from raw.events order by 1")]
+    assert len(days) >= 3
+    for as_of in (days[1], days[0], days[-1], days[1]):
+        night_vars = {**HAND_VARS, "as_of": as_of.isoformat()}
+        dbt(data, "run", vars_=night_vars)
+        assert one(data, "select max(dt) from staging.stg_events") <= as_of
+        assert one(data, "select max(day) from marts.dq_daily") <= as_of
+        assert one(data, "select as_of from staging.stg_events__as_of") == as_of
+        full = tmp_path / f"full_{as_of}"
+        full.mkdir(exist_ok=True)
+        shutil.copy(data / "wh.duckdb", full / "wh.duckdb")
+        dbt(full, "run", "--full-refresh", vars_=night_vars)
+        diffs = {t: _diff_rows(data / "wh.duckdb", full / "wh.duckdb", t) for t in TABLES}
+        assert diffs == {t: 0 for t in TABLES}, as_of
+
+
+def test_a_malformed_as_of_is_refused(tmp_path):
+    make_hand_made(tmp_path)
+    ingest(tmp_path)
+    env_vars = {**HAND_VARS, "as_of": "2026-01-10' or 1=1 --"}
+    with pytest.raises(AssertionError, match="must be a date"):
+        dbt(tmp_path, "run", "--select", "stg_events", vars_=env_vars)

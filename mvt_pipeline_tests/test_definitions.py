@@ -33,7 +33,7 @@ EXPECTED_CHECKS = {
 
 
 def test_definitions_load_with_the_full_lineage(workdir):
-    from mvt_pipeline.defs import build_defs
+    from mvt_pipeline.definitions import build_defs
 
     defs = build_defs()
     graph = defs.resolve_asset_graph()
@@ -44,9 +44,74 @@ def test_definitions_load_with_the_full_lineage(workdir):
         assert parents <= got, (child, got)
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert EXPECTED_CHECKS <= checks
-    assert defs.resolve_job_def("nightly").partitions_def is not None
+    nightly = defs.resolve_job_def("nightly")
+    assert nightly.partitions_def is not None
+    # one night = one partition of every asset (no unpartitioned asset left behind in a backfill)
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).partitions_def == nightly.partitions_def, key
     assert {s.name for s in defs.schedules} == {"nightly_schedule"}
     assert {s.name for s in defs.sensors} == {"raw_dump_sensor", "check_failure_alerts", "run_failure_alerts"}
+    schedule = defs.resolve_schedule_def("nightly_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "UTC"
+    assert schedule.description and all(s.description for s in defs.sensors)
+
+
+def test_schedule_cron_and_timezone_come_from_the_settings(workdir, monkeypatch):
+    import importlib
+
+    import mvt_pipeline.defs.schedules as schedules
+
+    monkeypatch.setenv("MVT_NIGHTLY_CRON", "30 5 * * *")
+    monkeypatch.setenv("MVT_NIGHTLY_TIMEZONE", "Europe/Berlin")
+    try:
+        reloaded = importlib.reload(schedules)
+        assert reloaded.nightly_schedule.cron_schedule == "30 5 * * *"
+        assert reloaded.nightly_schedule.execution_timezone == "Europe/Berlin"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(schedules)
+
+
+def test_catalogue_metadata(workdir):
+    """Owners, table names and column schemas are in the specs (row counts come with each run)."""
+    from mvt_pipeline.definitions import build_defs
+    from mvt_pipeline.warehouse.analysis_schema import TABLES
+
+    graph = build_defs().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.owners, key
+    assert "team:team-checkout" in graph.get(dg.AssetKey("factorial_effects")).owners
+    raw = graph.get(dg.AssetKey("raw_events")).metadata
+    assert raw["dagster/table_name"] == "raw.events"
+    assert {c.name for c in raw["dagster/column_schema"].columns} >= {"event_id", "dt", "ingested_at"}
+    groups = {graph.get(dg.AssetKey(k)).group_name for k in ("stg_events", "stg_exposure_factors")}
+    assert groups == {"staging"}
+    assert graph.get(dg.AssetKey("agg_cell_stats")).group_name == "marts"
+    assert set(TABLES) >= {"effects", "srm", "cell_bayes", "hte", "hte_heterogeneity", "stale_flags", "decisions",
+                           "alerts"}
+
+
+def test_definitions_load_without_deprecation_warnings(workdir):
+    import warnings
+
+    from mvt_pipeline.definitions import build_defs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_defs().resolve_job_def("nightly")
+    ours = [w for w in caught if issubclass(w.category, (DeprecationWarning, UserWarning))
+            and "dagster" in str(w.filename) + str(w.message).lower()]
+    assert not ours, [str(w.message) for w in ours]
+
+
+def test_dg_checks_the_project(workdir):
+    dg_cli = Path(sys.executable).parent / "dg"
+    env = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([str(dg_cli), "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_dagster_cli_validates_the_workspace(workdir):

@@ -49,11 +49,13 @@ def test_known_2x2_effects_are_recovered(tmp_path, monkeypatch):
     true_effects = {(e["term"], e["level"]): e["estimate"]
                     for e in truth["experiments"]["banner_2x2"]["metrics"]["checkout_conversion"]["effects"]}
 
-    ingest, rest = run_graph(data)
-    assert all(r.success for r in ingest + rest)
+    nights = run_graph(data)
+    assert all(r.success for r in nights)
+    assert {r.dagster_run.job_name for r in nights} == {"nightly"}
+    last = nights[-1].dagster_run.tags["dagster/partition"]
 
     effects = query(data, "select * from analysis.effects where experiment_id = 'banner_2x2'"
-                          " and metric = 'checkout_conversion'").set_index(["term", "level"])
+                          " and metric = 'checkout_conversion' and as_of = ?", [last]).set_index(["term", "level"])
     for factor, (level, delta) in TRUE_EFFECTS.items():
         row = effects.loc[(factor, level)]
         assert abs(true_effects[(factor, level)] - delta) < 1e-12  # the simulator's truth is the spec

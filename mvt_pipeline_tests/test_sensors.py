@@ -35,11 +35,17 @@ def test_folders_outside_the_partition_range_are_skipped(workdir):
 def test_nightly_schedule_materializes_yesterday(workdir):
     import datetime as dt
 
-    from mvt_pipeline.defs import build_defs
+    from mvt_pipeline.definitions import build_defs
 
     defs = build_defs()
     schedule = defs.resolve_schedule_def("nightly_schedule")
-    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.timezone.utc))
+    repo = defs.get_repository_def()
+    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.timezone.utc),
+                                    repository_def=repo)
     data = schedule.evaluate_tick(ctx)
     assert [r.partition_key for r in data.run_requests] == ["2026-11-23"]
     assert schedule.job_name == "nightly"
+    # 00:30 in Berlin is still the previous day in UTC: the last complete UTC day is two days back
+    berlin = dt.datetime(2026, 11, 24, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    data = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=berlin, repository_def=repo))
+    assert [r.partition_key for r in data.run_requests] == ["2026-11-22"]

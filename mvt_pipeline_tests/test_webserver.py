@@ -17,8 +17,24 @@ QUERY = """
 {
   assetNodes {
     assetKey { path }
+    groupName
     dependencyKeys { path }
     assetChecksOrError { ... on AssetChecks { checks { name } } }
+    owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    partitionDefinition { description }
+    metadataEntries {
+      label
+      ... on TableSchemaMetadataEntry { schema { columns { name type } } }
+    }
+    assetMaterializations(limit: 1) {
+      partition
+      metadataEntries {
+        label
+        ... on IntMetadataEntry { intValue }
+        ... on TextMetadataEntry { text }
+        ... on TableSchemaMetadataEntry { schema { columns { name type } } }
+      }
+    }
   }
 }
 """
@@ -32,6 +48,13 @@ def _free_port() -> int:
 
 @pytest.fixture
 def webserver(workdir):
+    # one small night in the instance the webserver serves, so materializations carry row counts
+    from mvt_pipeline.nights import run_job
+
+    from .pipeline_runner import generate
+
+    generate(workdir, users=400, days=1, seed=8)
+    assert run_job("nightly", "2026-11-02").success
     port = _free_port()
     exe = Path(sys.executable).parent / "dagster-webserver"
     env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -90,3 +113,21 @@ def test_graphql_lists_assets_edges_and_checks(webserver):
         (key, c["name"]) for key, n in by_key.items() for c in (n["assetChecksOrError"].get("checks") or [])
     }
     assert EXPECTED_CHECKS <= checks
+
+    # the catalogue: owners, daily partitions, table names / column schemas, row counts per run
+    for key, node in by_key.items():
+        assert node["owners"], key
+        assert "Daily" in (node["partitionDefinition"] or {}).get("description", ""), key
+    assert by_key["stg_events"]["groupName"] == "staging" and by_key["agg_cell_stats"]["groupName"] == "marts"
+    assert {"team": "team:team-checkout"} in by_key["factorial_effects"]["owners"]
+    for key in ("raw_events", "factorial_effects", "decision_reports", "stg_events", "agg_cell_stats"):
+        mats = by_key[key]["assetMaterializations"]
+        assert mats and mats[0]["partition"] == "2026-11-02", key
+        entries = {e["label"]: e for e in mats[0]["metadataEntries"]}
+        assert entries["dagster/row_count"]["intValue"] > 0, key
+        schema = entries.get("dagster/column_schema") or {
+            e["label"]: e for e in by_key[key]["metadataEntries"]}.get("dagster/column_schema")
+        assert schema and all(c["type"] for c in schema["schema"]["columns"]), key
+    effects_cols = {c["name"] for c in {e["label"]: e for e in by_key["factorial_effects"]["assetMaterializations"][0][
+        "metadataEntries"]}["dagster/column_schema"]["schema"]["columns"]}
+    assert {"as_of", "experiment_id", "estimate", "seq_ci_low", "computed_at"} <= effects_cols

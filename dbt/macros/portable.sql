@@ -1,6 +1,6 @@
 {#
   Adapter-specific SQL lives behind these dispatched macros so the models stay portable
-  (DESIGN.md section 1). Add `<adapter>__<macro>` implementations to run on another warehouse.
+  (docs/architecture.md §1). Add `<adapter>__<macro>` implementations to run on another warehouse.
 #}
 
 {% macro json_text(json_expr, key_expr) -%}

@@ -32,7 +32,7 @@ def _columns(experiment: Experiment) -> tuple[str, str]:
 
 def guardrail_breaches(registry: Registry, effects: pd.DataFrame) -> pd.DataFrame:
     """Guardrail main effects that are significantly worse: one-sided test in the metric's harmful
-    direction (p_one = p_two / 2 < alpha, DESIGN 5a), on the experiment's decision basis
+    direction (p_one = p_two / 2 < alpha, docs/architecture.md §5a), on the experiment's decision basis
     (always-valid p-values by default)."""
     if effects.empty:
         return effects

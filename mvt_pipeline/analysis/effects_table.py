@@ -1,6 +1,6 @@
 """Run the factorial engine for every (experiment, metric) in the registry and stack the results
 into the `analysis.effects` contract, with multiplicity handled per decision family
-(DESIGN.md 5a): primary metrics together, secondary metrics together, guardrails on their own."""
+(docs/architecture.md §5a): primary metrics together, secondary metrics together, guardrails on their own."""
 
 from __future__ import annotations
 

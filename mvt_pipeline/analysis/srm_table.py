@@ -10,7 +10,7 @@ from ..registry import Registry
 from ..stats import srm_margins, srm_segments, srm_test
 from .cells import planned_cells, split_cell_ids
 
-SRM_ALPHA = 0.001  # DESIGN.md 5a: flag at p < 0.001
+SRM_ALPHA = 0.001  # docs/architecture.md §5a: flag at p < 0.001
 
 
 def _margin_p_values(experiment, cells: list[str], observed: list[int], planned: dict) -> dict[str, float]:

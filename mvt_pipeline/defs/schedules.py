@@ -1,5 +1,7 @@
 """The nightly schedule: on by default, cron and timezone from the settings."""
 
+import datetime as dt
+
 import dagster as dg
 
 from ..config import settings
@@ -14,7 +16,10 @@ _s = settings()
              description=f"Runs the `nightly` job at '{_s.nightly_cron}' ({_s.nightly_timezone}) for the last "
                          "complete day (MVT_NIGHTLY_CRON, MVT_NIGHTLY_TIMEZONE).")
 def nightly_schedule(context: dg.ScheduleEvaluationContext):
-    night = daily_partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
-    if night is None:
+    # the last complete day (UTC, the partitions' timezone) at the scheduled time, wherever the cron runs
+    when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+    night = (when.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1))
+    if night < daily_partitions.start.date():
         return dg.SkipReason(f"no complete day since the partitions' start ({daily_partitions.start.date()})")
-    return dg.RunRequest(run_key=night, partition_key=night, tags={"mvt/trigger": "schedule"})
+    key = night.isoformat()
+    return dg.RunRequest(run_key=key, partition_key=key, tags={"mvt/trigger": "schedule"})

@@ -1,4 +1,4 @@
-"""Pydantic models of the experiment and metric registry (DESIGN.md section 3).
+"""Pydantic models of the experiment and metric registry (docs/architecture.md §3).
 
 Names that end up in SQL or in statistical model terms are validated against a strict pattern here,
 once, so no later layer has to trust user text.
@@ -181,7 +181,7 @@ class Metric(_Strict):
 
     @property
     def effective_winsorize(self) -> float | None:
-        """Continuous metrics are capped at P99.9 unless they say otherwise (DESIGN.md 5a)."""
+        """Continuous metrics are capped at P99.9 unless they say otherwise (docs/architecture.md §5a)."""
         if self.winsorize is not None:
             return None if self.winsorize >= 1 else self.winsorize
         return 0.999 if self.kind == "continuous" else None

@@ -18,6 +18,8 @@ import pandas as pd
 
 from mvt_pipeline.registry.models import Experiment, Metric
 
+from ..stats.cuped import IMBALANCE_ALPHA  # pre-period imbalance flag (docs/statistics.md, section 4)
+
 from .forest_plot import ForestRow, render_forest_plot
 from .formatting import (
     DASH, esc, finite, fmt_count, fmt_effect, fmt_interval, fmt_level, fmt_number, fmt_p, fmt_percent,
@@ -26,7 +28,6 @@ from .formatting import (
 
 ROLE_ORDER = {"primary": 0, "secondary": 1, "guardrail": 2}
 SEQ_DISPLAY = ("seq_ci_low", "seq_ci_high", "seq_q_value")
-IMBALANCE_ALPHA = 0.001  # pre-period imbalance flag (docs/statistics.md, section 4)
 
 
 def contrast(exp: Experiment, term: Any, level: Any) -> str:

@@ -1,4 +1,4 @@
-"""Seeded synthetic telemetry with a known ground truth (DESIGN.md sections 2 and 8).
+"""Seeded synthetic telemetry with a known ground truth (docs/architecture.md §2 and §8).
 
     from mvt_pipeline.registry import load_registry
     from mvt_pipeline.simulate import SimulationConfig, Faults, simulate

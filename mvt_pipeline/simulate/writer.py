@@ -1,4 +1,4 @@
-"""Serialize events as JSON lines (DESIGN.md section 2) into raw/<source>/dt=YYYY-MM-DD/events-<n>.jsonl[.gz].
+"""Serialize events as JSON lines (docs/architecture.md §2) into raw/<source>/dt=YYYY-MM-DD/events-<n>.jsonl[.gz].
 
 Lines are built column-wise with polars string expressions (no per-event Python loop); files are
 gzip-compressed with mtime 0 so the same seed gives byte-identical output. Within a file lines are

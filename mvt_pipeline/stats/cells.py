@@ -1,6 +1,6 @@
 """Validation of per-cell sufficient statistics (``n``, ``sum``, ``sum_sq``) into arrays.
 
-Why: the engine never sees per-unit rows (DESIGN section 9: sums are exact and ~10^5 times
+Why: the engine never sees per-unit rows (docs/architecture.md §9: sums are exact and ~10^5 times
 faster), so everything it needs must be checked here once: factor columns present, levels
 known, ``n >= 1``, and ``sum_sq`` consistent with ``sum`` (a non-negative within-cell sum of
 squares). Rows describing the same cell (e.g. one per segment or day) are added together.

@@ -49,7 +49,7 @@ from .coding import Term
 from .wls import WLSFit, columns_of
 
 COVARIATE_NAME = "covariate"
-IMBALANCE_ALPHA = 0.001  # DESIGN 5a: pre-exposure imbalance flagged at p < 0.001
+IMBALANCE_ALPHA = 0.001  # docs/architecture.md §5a: pre-exposure imbalance flagged at p < 0.001
 
 
 def _centred_means(cells: CellData) -> tuple[np.ndarray, float]:
@@ -158,7 +158,7 @@ def cuped_summary(fit: WLSFit, cells: CellData) -> dict:
     ``variance_reduction = 1 - SS_within(y - theta x) / SS_within(y)`` summed over cells (the
     pooled within-cell variances share their df, which cancels). ``pre_imbalance_p`` is the
     one-way ANOVA F test of equal covariate means across the observed cells (scipy
-    ``f_oneway`` on the units); ``pre_imbalance_flag`` applies DESIGN 5a's ``p < 0.001`` for a
+    ``f_oneway`` on the units); ``pre_imbalance_flag`` applies docs/architecture.md §5a's ``p < 0.001`` for a
     single metric; across metrics the caller divides the level by their number (Bonferroni).
     """
     theta = float(fit.beta[-1])

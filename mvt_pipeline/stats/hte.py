@@ -23,7 +23,7 @@ Method, for each effect row (term, level) of :func:`analyze_cells`:
   ``sqrt(s_i^2 (1 - B_i) + B_i^2 var(mu))`` (Morris 1983: includes the uncertainty of ``mu``).
   With ``tau^2 = 0`` every segment collapses to ``mu``: the data show no heterogeneity.
 
-Segments whose smallest cell has fewer than ``min_cell_units`` units (DESIGN 5a default 150)
+Segments whose smallest cell has fewer than ``min_cell_units`` units (docs/architecture.md §5a default 150)
 or that miss a cell are skipped and listed in ``HTEResult.skipped`` with the reason.
 """
 

@@ -22,7 +22,7 @@ quoted by Waudby-Smith et al.) minimises the width at ``n = N*``::
     rho = sqrt( (-2 log alpha + log(-2 log alpha + 1)) / N* ).
 
 Only ``v = n rho^2 = c(alpha) * n / N*`` enters, so ``n`` and ``N*`` just need the same unit
-(e.g. units in the experiment so far, and planned units at the end). DESIGN 5a: ``N*`` is the
+(e.g. units in the experiment so far, and planned units at the end). docs/architecture.md §5a: ``N*`` is the
 *planned* sample size, fixed for the experiment's life; it must not move with ``n`` (a CS
 re-tuned at each look is no longer time-uniform). At ``n = N*`` and ``alpha = 0.05`` the
 multiplier is 3.04 instead of 1.96; it shrinks slowly as ``n`` grows past ``N*``.

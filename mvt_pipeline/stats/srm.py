@@ -120,7 +120,7 @@ def srm_segments(
     """SRM of the cell table within each value of ``segment``, Bonferroni across segments.
 
     Why: a logging bug confined to one platform or country is invisible in the pooled table.
-    Each segment is tested at ``alpha / k`` (``k`` segments; DESIGN 5a), so the chance that any
+    Each segment is tested at ``alpha / k`` (``k`` segments; docs/architecture.md §5a), so the chance that any
     segment of a healthy experiment is flagged on one night stays ``<= alpha``. ``cell``: the
     column(s) identifying a cell (e.g. the factor columns or ``cell_id``). Returns one row per
     segment: ``segment, chi2, df, p_value, alpha, flagged``. Segments with fewer than two

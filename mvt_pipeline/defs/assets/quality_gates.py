@@ -1,10 +1,8 @@
-import datetime as dt
-
 import dagster as dg
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from ...quality.telemetry_metrics import Thresholds
+from ...quality.mart_gates import flip_status, matured_days
+from ...quality.telemetry_metrics import ERROR, OK, Thresholds
 from ...warehouse import store
 from ..partitions import daily_partitions, night_of
 
@@ -20,9 +18,7 @@ def loss_rate_matured(context: dg.AssetCheckExecutionContext, duckdb: DuckDBReso
         days = store.daily_loss(conn)
     if days.empty:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no data yet"})
-    cutoff = pd.Timestamp(night_of(context) - dt.timedelta(days=_T.late_window_days))
-    matured = days[pd.to_datetime(days["dt"]) <= cutoff]
-    bad = matured[matured["loss_rate"] > _T.loss_error]
+    matured, bad = matured_days(days, night_of(context), _T)
     return dg.AssetCheckResult(
         passed=bad.empty, severity=dg.AssetCheckSeverity.ERROR,
         metadata={
@@ -41,10 +37,9 @@ def loss_rate_matured(context: dg.AssetCheckExecutionContext, duckdb: DuckDBReso
 def flip_rate(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as conn:
         rates = store.flip_rates(conn)
-    worst = float(rates["flip_rate"].max()) if len(rates) and rates["flip_rate"].notna().any() else 0.0
-    severity = dg.AssetCheckSeverity.ERROR if worst > _T.flip_error else dg.AssetCheckSeverity.WARN
+    worst, status = flip_status(rates, _T)
     return dg.AssetCheckResult(
-        passed=worst <= _T.flip_warn, severity=severity,
+        passed=status == OK, severity=dg.AssetCheckSeverity.ERROR if status == ERROR else dg.AssetCheckSeverity.WARN,
         metadata={"worst_flip_rate": worst,
                   "per_experiment": dg.MetadataValue.md(rates.to_markdown(index=False) if len(rates) else "(none)")},
     )
