@@ -74,6 +74,7 @@ class Settings:
     nightly_cron: str = DEFAULT_NIGHTLY_CRON
     nightly_timezone: str = DEFAULT_NIGHTLY_TIMEZONE
     alerts: AlertSettings = AlertSettings()
+    dagster_home: Path = PROJECT_ROOT / ".dagster_home"
 
     @property
     def raw_dir(self) -> Path:
@@ -112,6 +113,7 @@ def settings() -> Settings:
         partitions_start=_date("MVT_PARTITIONS_START", DEFAULT_PARTITIONS_START),
         nightly_cron=cron,
         nightly_timezone=_text("MVT_NIGHTLY_TIMEZONE", DEFAULT_NIGHTLY_TIMEZONE),
+        dagster_home=_path("DAGSTER_HOME", PROJECT_ROOT / ".dagster_home"),
         alerts=AlertSettings(
             webhook_url=_text("MVT_ALERT_WEBHOOK_URL"),
             slack_token=_text("SLACK_TOKEN"),
@@ -125,6 +127,11 @@ def export_dbt_environment(s: Settings | None = None) -> None:
     """Put the warehouse path and memory cap where the dbt subprocess reads them. dagster-dbt starts
     dbt with this process's environment, so this is the one way to hand them over."""
     os.environ.update((s or settings()).dbt_environment())
+
+
+def export_dagster_home(home: Path) -> None:
+    """Dagster reads DAGSTER_HOME itself: point it at the folder the project prepared."""
+    os.environ["DAGSTER_HOME"] = str(home)
 
 
 def quiet_third_party_telemetry() -> None:

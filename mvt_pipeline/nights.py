@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import PROJECT_ROOT, export_dbt_environment, quiet_third_party_telemetry, settings
+from .config import export_dagster_home, export_dbt_environment, quiet_third_party_telemetry, settings
 
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 
@@ -39,14 +38,14 @@ class NightResult:
 def ensure_dagster_home() -> Path:
     """DAGSTER_HOME (default `.dagster_home` in the project) with telemetry off and one warehouse
     writer at a time; an existing dagster.yaml is left as it is."""
-    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
+    home = settings().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         tmp = home / ".dagster.yaml.tmp"
         tmp.write_text(DAGSTER_YAML)
         tmp.replace(config)
-    os.environ["DAGSTER_HOME"] = str(home)
+    export_dagster_home(home)
     return home
 
 

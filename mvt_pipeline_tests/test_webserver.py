@@ -1,6 +1,8 @@
-"""`dagster-webserver` serves the workspace and its GraphQL API shows every asset, edge and check."""
+"""`dagster dev` serves the workspace (started as a user would, with the venv's binaries but without
+the venv on PATH), and its GraphQL API shows every asset, edge and check, and the catalogue."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,12 +58,14 @@ def webserver(workdir):
     generate(workdir, users=400, days=1, seed=8)
     assert run_job("nightly", "2026-11-02").success
     port = _free_port()
-    exe = Path(sys.executable).parent / "dagster-webserver"
-    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    exe = Path(sys.executable).parent / "dagster"
+    bin_dir = str(exe.parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != bin_dir)
+    env = {**os.environ, "PATH": path or "/usr/bin:/bin"}
     log = open(workdir.parent / "webserver.log", "w")
     proc = subprocess.Popen(
-        [str(exe), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [str(exe), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -79,11 +83,11 @@ def webserver(workdir):
             raise AssertionError("webserver did not start in 300 s")
         yield url
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev, its webserver, daemon and code servers
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
 
 

@@ -20,7 +20,9 @@ def all_bayes(registry: Registry, agg_cell_stats: pd.DataFrame) -> pd.DataFrame:
         for metric_name in exp.metrics.primary:
             metric = registry.metric(metric_name)
             kind = BAYES_KINDS.get(metric.kind)
-            rows = overall[(overall["experiment_id"] == exp.id) & (overall["metric"] == metric_name)]
+            # cells in a fixed order: the Monte Carlo draws go to the same cell whatever order the
+            # warehouse returned the rows in, so a night re-run gives the same P(best)
+            rows = overall[(overall["experiment_id"] == exp.id) & (overall["metric"] == metric_name)].sort_values("cell_id")
             if kind is None or len(rows) < 2:
                 continue
             cells = rows[["cell_id", "n", "sum", "sum_sq"]].astype({"n": float, "sum": float, "sum_sq": float})

@@ -19,6 +19,8 @@ import datetime as dt
 import pandas as pd
 
 from ..registry import Experiment, Registry
+from ..registry.models import DEFAULT_ALPHA
+from .srm_table import SRM_ALPHA
 
 
 def _direction_sign(registry: Registry, metric: str) -> int:
@@ -45,7 +47,7 @@ def guardrail_breaches(registry: Registry, effects: pd.DataFrame) -> pd.DataFram
         p_col = _columns(exp)[0] if exp else "p_value"
         p = r.get(p_col, r["p_value"])
         harmful.append(_direction_sign(registry, r["metric"]) * r["estimate"] < 0
-                       and p / 2 < (exp.alpha if exp else 0.05))
+                       and p / 2 < (exp.alpha if exp else DEFAULT_ALPHA))
     return rows[harmful] if len(rows) else rows
 
 
@@ -59,7 +61,7 @@ def decide(experiment: Experiment, registry: Registry, effects: pd.DataFrame,
 
     if srm and srm.get("passed") is False:
         label = "investigate: sample ratio mismatch"
-        reasons.append(f"SRM chi-square p = {srm['p_value']:.2g} < 0.001: assignment is broken, "
+        reasons.append(f"SRM chi-square p = {srm['p_value']:.2g} < {SRM_ALPHA}: assignment is broken, "
                        "effects are not trustworthy.")
 
     for _, row in guardrail_breaches(registry, effects.assign(experiment_id=experiment.id)).iterrows():

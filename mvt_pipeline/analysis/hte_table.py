@@ -13,6 +13,7 @@ from .cells import split_cell_ids
 from .effects_table import MEAN_KINDS
 
 HTE_LABELS = ["experiment_id", "metric", "metric_role", "segment_variable"]
+HETEROGENEITY_FLAG_Q = 0.05  # heterogeneity q-values below this are listed in the asset metadata
 
 
 def all_hte(registry: Registry, agg_cell_stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -22,6 +22,9 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME_RE.match(name))
 
 
+
+DEFAULT_ALPHA = 0.05  # an experiment's significance level unless the registry says otherwise
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,7 +106,7 @@ class Experiment(_Strict):
     metrics: ExperimentMetrics
     attribution_window_days: int = Field(default=7, ge=1, le=365)
     pre_period_days: int = Field(default=14, ge=0, le=365)
-    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=0.5)
     power: float = Field(default=0.8, gt=0, lt=1)
     mde: float | None = Field(default=None, gt=0)
     segments: list[str] = Field(default_factory=list)

@@ -104,7 +104,8 @@ def require_marts_for(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> 
 def cell_stats(conn: duckdb.DuckDBPyConnection, overall: bool) -> pd.DataFrame:
     """Per-cell sufficient statistics: the overall rows, or the per-segment rows."""
     op = "=" if overall else "<>"
-    return conn.execute(f"select * from marts.agg_cell_stats where segment {op} 'overall'").df()
+    return conn.execute(f"select * from marts.agg_cell_stats where segment {op} 'overall'"
+                        " order by experiment_id, metric, segment, segment_value, cell_id").df()
 
 
 def segment_unit_counts(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:

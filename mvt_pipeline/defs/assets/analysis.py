@@ -10,13 +10,14 @@ from ...config import settings
 from ...registry import load_registry
 from ...warehouse import store
 from ..catalog import analysis_tables_metadata, experiment_owners
-from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
+from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
 
+@one_night_per_run
 @dg.asset(
     group_name="analysis",
-    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
+    partitions_def=daily_partitions,
     deps=["agg_cell_stats", "agg_cell_quantiles", "dq_assignment", "dq_daily"],
     check_specs=[
         dg.AssetCheckSpec("srm_check", asset="factorial_effects", blocking=True,

@@ -6,13 +6,14 @@ from ...config import settings
 from ...registry import load_registry
 from ...warehouse import store
 from ..catalog import analysis_tables_metadata, experiment_owners
-from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
+from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
 
+@one_night_per_run
 @dg.asset(
     group_name="reporting",
-    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
+    partitions_def=daily_partitions,
     deps=["stg_events"],
     check_specs=[dg.AssetCheckSpec("no_stale_flags", asset="stale_flag_audit",
                                    description="WARN while any flag needs clean-up.")],

@@ -67,13 +67,13 @@ def mvt_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckd
     results = list(dbt.cli(args, context=context).stream())
     relations = {}
     for key in context.selected_asset_keys:
-        props = context.assets_def.metadata_by_key.get(key, {})
-        relation = props.get("dagster/table_name")
+        relation = context.assets_def.specs_by_key[key].metadata.get("dagster/table_name")
         if relation:
             relations[key] = ".".join(str(relation).split(".")[-2:])
     extra = _table_metadata(relations)
     for result in results:
-        key = getattr(result, "asset_key", None) or (dg.AssetKey(result.output_name) if isinstance(result, dg.Output) else None)
-        if isinstance(result, dg.Output) and key in extra:
-            result = result.with_metadata({**result.metadata, **extra[key]})
+        if isinstance(result, dg.Output):
+            key = context.assets_def.keys_by_output_name[result.output_name]
+            if key in extra:
+                result = result.with_metadata({**result.metadata, **extra[key]})
         yield result

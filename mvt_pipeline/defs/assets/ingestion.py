@@ -13,7 +13,7 @@ from ...quality.telemetry_suite import SUITE_NAME, build_telemetry_suite, sample
 from ...registry import load_registry
 from ...warehouse import store
 from ..catalog import PLATFORM_TEAM, column_schema
-from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions
+from ..partitions import daily_partitions, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
 # metric name -> check description; blocking ones stop the night's analysis at ERROR.
@@ -59,9 +59,10 @@ class IngestConfig(dg.Config):
         return dataclasses.replace(_DEFAULTS, **{k: v for k, v in self.model_dump().items() if k != "force"})
 
 
+@one_night_per_run
 @dg.asset(
     group_name="ingestion",
-    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
+    partitions_def=daily_partitions,
     deps=["experiment_registry"],
     check_specs=CHECKS,
     pool=WAREHOUSE_POOL,

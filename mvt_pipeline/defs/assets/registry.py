@@ -7,13 +7,14 @@ from ...registry import RegistryError, load_registry
 from ...registry.lint import lint_registry_dir
 from ...registry.warehouse_tables import write_registry_tables
 from ..catalog import PLATFORM_TEAM
-from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
+from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
 
+@one_night_per_run
 @dg.asset(
     group_name="ingestion",
-    partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
+    partitions_def=daily_partitions,
     pool=WAREHOUSE_POOL,
     kinds={"duckdb", "yaml"},
     owners=[PLATFORM_TEAM],

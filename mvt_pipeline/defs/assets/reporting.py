@@ -6,11 +6,12 @@ from ...registry import load_registry
 from ...reports.publish import NightInputs, render_night, write_pages
 from ...warehouse import store
 from ..catalog import analysis_tables_metadata, experiment_owners
-from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions, night_of
+from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
 
-@dg.asset(group_name="reporting", partitions_def=daily_partitions, backfill_policy=ONE_NIGHT_PER_RUN,
+@one_night_per_run
+@dg.asset(group_name="reporting", partitions_def=daily_partitions,
           deps=["factorial_effects", "hte_effects", "stale_flag_audit"],
           pool=WAREHOUSE_POOL, kinds={"html"}, owners=experiment_owners())
 def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
