@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import dataclass
 
-from ..config import SLACK_API, settings
+from ..config import AlertSettings, settings
 from .model import Alert
 
 
-@dataclass(frozen=True)
-class AlertTargets:
-    webhook_url: str | None = None
-    slack_token: str | None = None
-    slack_channel: str | None = None
-    slack_api_url: str = SLACK_API
+class AlertTargets(AlertSettings):
+    """Where alerts go: the alert settings of `config.py`, or explicit targets (tests)."""
 
     @classmethod
     def from_env(cls) -> "AlertTargets":
