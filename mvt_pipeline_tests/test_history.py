@@ -64,3 +64,15 @@ def test_a_column_missing_from_the_schema_is_refused(tmp_path):
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
     with pytest.raises(ValueError, match="analysis_schema.py"):
         replace_nights(conn, {"effects": _effects(1.0).assign(surprise=1)}, N1)
+
+
+def test_marts_of_another_night_are_refused(tmp_path):
+    from mvt_pipeline.warehouse import StaleMartsError, require_marts_for
+
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    require_marts_for(conn, N1)  # no dbt build yet: nothing to compare
+    conn.execute("create schema staging")
+    conn.execute("create table staging.stg_events__as_of as select ?::date as as_of", [N2])
+    require_marts_for(conn, N2)
+    with pytest.raises(StaleMartsError, match="mvt nightly --date 2026-11-03"):
+        require_marts_for(conn, N3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dagster as dg
 
 from ..config import settings
@@ -16,16 +18,17 @@ def dagster_owner(owner: str) -> str:
     return owner if "@" in owner or owner.startswith("team:") else f"team:{owner}"
 
 
-def experiment_owners() -> list[str]:
+@functools.cache  # four assets ask when the code location loads: read the registry once
+def experiment_owners() -> tuple[str, ...]:
     """The platform team, then every registry owner: the assets that hold one row set per experiment
     are owned by the experiments' owners too. A registry that does not load leaves the team alone
     (the registry asset's check reports why at run time)."""
     try:
         registry = load_registry(settings().registry_dir)
     except (RegistryError, OSError):
-        return [PLATFORM_TEAM]
+        return (PLATFORM_TEAM,)
     owners = sorted({dagster_owner(e.owner) for e in registry.experiments})
-    return [PLATFORM_TEAM, *[o for o in owners if o != PLATFORM_TEAM]]
+    return (PLATFORM_TEAM, *[o for o in owners if o != PLATFORM_TEAM])
 
 
 def column_schema(columns) -> dg.TableSchema:

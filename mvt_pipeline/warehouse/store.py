@@ -12,7 +12,7 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
-from .analysis_schema import SCHEMA, ensure_table, table
+from .analysis_schema import ensure_table, table
 
 NO_AS_OF = dt.date(9999, 12, 31)  # what dbt records when it was built without a night (all data)
 
@@ -170,7 +170,3 @@ def ingestion_totals(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> d
 def telemetry_sample(conn: duckdb.DuckDBPyConnection, sample_sql: str, partition: str) -> pd.DataFrame:
     return conn.execute(sample_sql, [partition]).df()
 
-
-def analysis_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "select table_name from information_schema.tables where table_schema = ? order by 1", [SCHEMA]).fetchall()]
