@@ -50,11 +50,12 @@ def load_registry(registry_dir: str | Path) -> Registry:
     registry_dir = Path(registry_dir)
     exp_path = registry_dir / "experiments.yaml"
     met_path = registry_dir / "metrics.yaml"
-    raw_exps = _read_yaml(exp_path).get("experiments") or []
+    exp_yaml = _read_yaml(exp_path)
+    raw_exps = exp_yaml.get("experiments") or []
     raw_mets = _read_yaml(met_path).get("metrics") or []
     experiments = _validate_each(exp_path, "experiments", "id", raw_exps, Experiment)
     metrics = _validate_each(met_path, "metrics", "name", raw_mets, Metric)
     try:
-        return Registry(experiments=experiments, metrics=metrics)
+        return Registry(experiments=experiments, metrics=metrics, owners=exp_yaml.get("owners") or {})
     except ValidationError as exc:
         raise RegistryError(_format(exp_path, "registry", exc)) from exc

@@ -22,7 +22,6 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME_RE.match(name))
 
 
-
 DEFAULT_ALPHA = 0.05  # an experiment's significance level unless the registry says otherwise
 
 class _Strict(BaseModel):
@@ -92,6 +91,33 @@ class ExperimentMetrics(_Strict):
         )
 
 
+class DecisionRules(_Strict):
+    """Thresholds of the nightly decision (docs/decisions.md); every default is defined here, once,
+    and an experiment may override any of them under `decision_rules:`."""
+
+    # pause: a treated cell consumed more than this share of its error budget in a short window
+    burn_pause_share: float = Field(default=0.5, gt=0, le=1)
+    burn_short_windows_hours: list[int] = Field(default_factory=lambda: [1, 6], min_length=1)
+    burn_long_window_hours: int = Field(default=24, ge=1, le=24 * 31)
+    # a window with fewer events than this is not judged (one failed request in three is noise)
+    burn_min_events: int = Field(default=50, ge=1)
+    # invalid: a source of the experiment is this many hours late (p95 of received_at - ts)
+    max_telemetry_lag_hours: float = Field(default=24.0, gt=0)
+    # stop_futility: the primary interval excludes the MDE (needs `mde`); off -> keep running instead
+    futility: bool = True
+
+    @field_validator("burn_short_windows_hours")
+    @classmethod
+    def _windows_positive(cls, hours: list[int]) -> list[int]:
+        if any(h < 1 or h > 24 * 31 for h in hours):
+            raise ValueError("burn windows are whole hours between 1 and 744")
+        return sorted(set(hours))
+
+    @property
+    def burn_windows_hours(self) -> list[int]:
+        return sorted({*self.burn_short_windows_hours, self.burn_long_window_hours})
+
+
 class Experiment(_Strict):
     id: str = Field(pattern=NAME_PATTERN)
     owner: str = Field(min_length=1)
@@ -118,6 +144,7 @@ class Experiment(_Strict):
     # What decisions use: always-valid (sequential) p-values, safe under nightly peeking, or
     # fixed-horizon ones (only valid if you look once, at the planned end).
     decision_basis: Literal["sequential", "fixed"] = "sequential"
+    decision_rules: DecisionRules = Field(default_factory=DecisionRules)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Experiment":
@@ -158,6 +185,17 @@ class Aggregate(_Strict):
     aggregation: Literal["sum", "count"] = "sum"
 
 
+class SLO(_Strict):
+    """A service-level objective over a metric's events: `objective` of them must be good, where an
+    event is good when its value is below `good_below` (error events 0/1: good_below 1; latency:
+    good_below 800 for "99 % of requests under 800 ms"). The error budget is the allowed bad share
+    (1 - objective) over `period_days`; burn rate and budget consumed follow (docs/decisions.md)."""
+
+    objective: float = Field(gt=0, lt=1)
+    good_below: float
+    period_days: int = Field(default=28, ge=1, le=366)
+
+
 class Metric(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["binary", "continuous", "count", "ratio", "quantile"]
@@ -169,7 +207,10 @@ class Metric(_Strict):
     q: float | None = Field(default=None, gt=0, lt=1)
     direction: Literal["higher", "lower"] = "higher"
     winsorize: float | None = Field(default=None, gt=0.5, le=1)
+    # absolute, in the metric's unit (e.g. 0.002 = 0.2 pp of error rate, 25 = 25 ms)
     non_inferiority_margin: float | None = Field(default=None, ge=0)
+    unit: str | None = Field(default=None, max_length=16)  # shown with numbers: "ms", "USD", "pp"
+    slo: SLO | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "Metric":
@@ -183,6 +224,11 @@ class Metric(_Strict):
         return self
 
     @property
+    def event_source(self) -> str:
+        """The telemetry metric whose events an SLO counts (a ratio's numerator events)."""
+        return self.numerator.source if self.kind == "ratio" else self.source
+
+    @property
     def effective_winsorize(self) -> float | None:
         """Continuous metrics are capped at P99.9 unless they say otherwise (docs/architecture.md §5a)."""
         if self.winsorize is not None:
@@ -190,9 +236,16 @@ class Metric(_Strict):
         return 0.999 if self.kind == "continuous" else None
 
 
+class OwnerRoute(_Strict):
+    """Where an owner's pages go (`owners:` in experiments.yaml); tokens and URLs stay in the environment."""
+
+    slack_channel: str | None = Field(default=None, pattern=r"^[#@]?[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
 class Registry(_Strict):
     experiments: list[Experiment]
     metrics: list[Metric]
+    owners: dict[str, OwnerRoute] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> "Registry":

@@ -41,6 +41,11 @@ def registry_frames(registry: Registry) -> dict[str, pd.DataFrame]:
             "denominator_aggregation": m.denominator.aggregation if m.denominator else None,
             "q": m.q, "winsorize": m.effective_winsorize, "direction": m.direction,
             "non_inferiority_margin": m.non_inferiority_margin,
+            # SLO of the metric's events (NULL: none): dbt counts good/bad events per cell and hour
+            "slo_source": m.event_source if m.slo else None,
+            "slo_objective": m.slo.objective if m.slo else None,
+            "slo_good_below": m.slo.good_below if m.slo else None,
+            "slo_period_days": m.slo.period_days if m.slo else None,
         }
         for m in registry.metrics
     ]
