@@ -54,14 +54,41 @@ def _date(var: str, default: str) -> dt.date:
         raise SettingsError(f"{var}={value!r} is not a date (YYYY-MM-DD)") from exc
 
 
+DEFAULT_QUIET_PERIOD_HOURS = 12.0  # a night's re-runs and backfills alert once; the next night reminds
+DEFAULT_DELIVERY_DEADLINE_S = 10.0
+
+
+def _float(var: str, default: float, low: float, high: float) -> float:
+    value = _text(var)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise SettingsError(f"{var}={value!r} is not a number") from exc
+    if not low <= number <= high:
+        raise SettingsError(f"{var}={value!r} must be between {low:g} and {high:g}")
+    return number
+
+
 @dataclass(frozen=True)
 class AlertSettings:
-    """Where alerts go besides the log and `analysis.alerts` (secrets: never logged or stored)."""
+    """Where alerts go besides the log and `analysis.alerts` (secrets: never logged or stored).
+
+    Pages (guardrail harm, budget burn, failed runs) go to the webhook and to Slack, in the experiment
+    owner's channel from the registry's `owners:` map or `slack_channel`; tickets (business-metric
+    degradations, SRM, WARN checks) to the ticket webhook / channel, or only to the table."""
 
     webhook_url: str | None = None
     slack_token: str | None = None
     slack_channel: str | None = None
     slack_api_url: str = SLACK_API
+    ticket_webhook_url: str | None = None
+    slack_ticket_channel: str | None = None
+    quiet_period_hours: float = DEFAULT_QUIET_PERIOD_HOURS  # the same (experiment, symptom) is not re-sent
+    delivery_deadline_s: float = DEFAULT_DELIVERY_DEADLINE_S  # one deadline per delivery, all retries included
+    report_base_url: str | None = None  # e.g. https://reports.example.com/ -> links to <base><experiment>.html
+    dagster_base_url: str | None = None  # e.g. http://dagster:3000 -> links to <base>/runs/<run_id>
 
 
 @dataclass(frozen=True)
@@ -119,6 +146,12 @@ def settings() -> Settings:
             slack_token=_text("SLACK_TOKEN"),
             slack_channel=_text("MVT_SLACK_CHANNEL"),
             slack_api_url=_text("MVT_SLACK_API_URL", SLACK_API),
+            ticket_webhook_url=_text("MVT_TICKET_WEBHOOK_URL"),
+            slack_ticket_channel=_text("MVT_SLACK_TICKET_CHANNEL"),
+            quiet_period_hours=_float("MVT_ALERT_QUIET_HOURS", DEFAULT_QUIET_PERIOD_HOURS, 0, 24 * 31),
+            delivery_deadline_s=_float("MVT_ALERT_DEADLINE_SECONDS", DEFAULT_DELIVERY_DEADLINE_S, 0.5, 60),
+            report_base_url=_text("MVT_REPORT_BASE_URL"),
+            dagster_base_url=_text("MVT_DAGSTER_BASE_URL"),
         ),
     )
 

@@ -102,7 +102,7 @@ def run_job(job_name: str, night: str, *, force: bool = False, instance=None, qu
     import dagster as dg
 
     from .definitions import build_defs
-    from .defs.alert_sensors import raise_alerts, run_alerts
+    from .defs.alert_sensors import raise_alerts, run_signals
 
     quiet_third_party_telemetry()
     export_dbt_environment()
@@ -123,7 +123,8 @@ def run_job(job_name: str, night: str, *, force: bool = False, instance=None, qu
         failures = [e for e in result.all_events if e.is_step_failure or e.event_type_value == "RUN_FAILURE"]
         error = failures[0].message if failures else "run failed"
     run = instance.get_run_by_id(result.run_id)
-    alerts = raise_alerts(_alert_log(quiet), run_alerts(instance, run, error))
+    summary = raise_alerts(_alert_log(quiet), run_signals(instance, run, error))
+    alerts = len([a for a in summary.recorded if a.status != "suppressed"])
     return NightResult(night=night, job=job_name, run_id=result.run_id, success=result.success,
                        seconds=time.perf_counter() - started, failed_checks=failed, alerts=alerts, error=error,
                        result=result)

@@ -1,7 +1,9 @@
-"""Alerts when a data or guardrail check fails: a log line, an `analysis.alerts` row, and
-optionally a webhook / Slack message (targets from the environment, never from code)."""
+"""Alerts an on-call engineer can act on: signals from checks become de-duplicated alerts
+(`policy.py`), routed to a page or a ticket target, delivered with retries and one deadline
+(`transport.py`), recorded with their outcome in `analysis.alerts` (`outbox.py`); targets and
+secrets come from the environment only (`config.py`)."""
 
-from .delivery import AlertTargets, deliver
-from .model import Alert, store_alerts
+from .model import Alert, Signal
+from .service import raise_alerts
 
-__all__ = ["Alert", "AlertTargets", "deliver", "store_alerts"]
+__all__ = ["Alert", "Signal", "raise_alerts"]

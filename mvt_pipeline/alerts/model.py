@@ -1,50 +1,61 @@
-"""The alert record and its warehouse table."""
+"""The alert record: one per (run, experiment, symptom, kind), as stored in `analysis.alerts`.
+
+A *signal* is what a check says tonight about one (experiment, symptom): firing or not. The policy
+(`policy.py`) turns signals into alerts: a new firing alert, a suppressed repeat inside the quiet
+period, or a `resolved` alert when a firing symptom stops firing.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from ..warehouse.analysis_schema import ensure_table
+PLATFORM = "*"  # experiment_id of symptoms that are not about one experiment (a failed run, a data gate)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
-class Alert:
+class Signal:
+    """One (experiment, symptom) as a check saw it in a run."""
+
     run_id: str
     asset: str
     check_name: str
-    severity: str
-    message: str
-    details: dict = field(default_factory=dict)
+    experiment_id: str
+    symptom: str
+    firing: bool
+    severity: str  # ERROR / WARN
+    route: str  # page / ticket
     partition: str | None = None
-    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
-
-    @property
-    def key(self) -> str:
-        """One alert per (run, asset, check): re-evaluating a sensor tick must not duplicate it."""
-        return f"{self.run_id}:{self.asset}:{self.check_name}"
-
-    def text(self) -> str:
-        where = f" [{self.partition}]" if self.partition else ""
-        return f"[mvt_pipeline] {self.severity}: {self.asset}.{self.check_name}{where} failed: {self.message}"
+    details: dict = field(default_factory=dict)  # cell, metric, observed, threshold, flag, report, summary ...
 
 
-def store_alerts(conn, alerts: list[Alert], delivered_to: dict[str, str]) -> int:
-    """Insert alerts not yet stored; returns how many rows were new."""
-    ensure_table(conn, "alerts")
-    new = 0
-    for alert in alerts:
-        row = asdict(alert)
-        exists = conn.execute("select count(*) from analysis.alerts where alert_key = ?", [alert.key]).fetchone()[0]
-        if exists:
-            continue
-        conn.execute(
-            "insert into analysis.alerts (alert_key, run_id, asset, check_name, severity, partition, message, details,"
-            " delivered_to, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [alert.key, row["run_id"], row["asset"], row["check_name"], row["severity"], row["partition"],
-             row["message"], json.dumps(row["details"], default=str), delivered_to.get(alert.key, "log"),
-             row["created_at"]],
-        )
-        new += 1
-    return new
+@dataclass
+class Alert:
+    alert_key: str
+    run_id: str
+    experiment_id: str
+    symptom: str
+    kind: str  # firing / resolved
+    severity: str
+    route: str  # page / ticket
+    asset: str
+    check_name: str
+    partition: str | None
+    message: str
+    details: dict
+    owner: str | None = None
+    status: str = "pending"  # pending / delivered / failed / suppressed / no_target
+    delivered_to: str = ""
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: dt.datetime = field(default_factory=utc_now)
+    delivered_at: dt.datetime | None = None
+
+    @staticmethod
+    def key_of(signal: Signal, kind: str) -> str:
+        """Unique per run: a run seen twice (sensor and command line) is alerted on once."""
+        return f"{signal.run_id}:{signal.experiment_id}:{signal.symptom}:{kind}"

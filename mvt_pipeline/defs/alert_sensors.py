@@ -1,88 +1,83 @@
-"""Alert when a run finishes with failed checks (data gates, SRM, guardrails) or fails outright.
+"""Alerts from runs: every check evaluation and the run's outcome become signals (firing or not),
+which `alerts/service.py` de-duplicates, routes, delivers and records in `analysis.alerts`.
 
-Each failure gives a log line, an `analysis.alerts` row and, when configured, a webhook/Slack message.
-The warehouse write uses a short connection with a few retries, since a run may hold DuckDB's lock.
+A check can publish per-experiment signals in its `alert_signals` metadata (guardrails, budget burn,
+business metrics, SRM); any other check is one platform-wide signal, firing when it fails. A failed
+run fires `run_failure.<job>`, resolved by the job's next successful run. Only short, known fields
+are forwarded (never a check's sample rows, which may quote telemetry).
 """
 
 from __future__ import annotations
 
-import time
-
 import dagster as dg
-import duckdb
 
-from ..alerts import Alert, AlertTargets, deliver, store_alerts
-from ..config import settings
-
-
-def _metadata_summary(metadata) -> dict:
-    out = {}
-    for key, value in (metadata or {}).items():
-        raw = getattr(value, "value", value)
-        out[key] = raw if isinstance(raw, (int, float, str, bool, list, dict, type(None))) else str(raw)
-    return out
+from ..alerts.model import PLATFORM, Signal
+from ..alerts.service import raise_alerts
 
 
-def failed_check_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Alert]:
-    alerts = []
+def _metadata_value(metadata, key):
+    value = (metadata or {}).get(key)
+    return getattr(value, "value", value) if value is not None else None
+
+
+def check_signals(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Signal]:
+    signals = []
+    partition = run.tags.get("dagster/partition")
     for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data
-        if evaluation.passed:
+        ev = entry.dagster_event.event_specific_data
+        asset, check = ev.asset_key.to_user_string(), ev.check_name
+        published = _metadata_value(ev.metadata, "alert_signals")
+        if isinstance(published, list):
+            for item in published:
+                if not isinstance(item, dict) or "experiment_id" not in item or "symptom" not in item:
+                    continue
+                details = {k: v for k, v in item.items() if k not in (
+                    "experiment_id", "symptom", "firing", "severity", "route")}
+                signals.append(Signal(
+                    run_id=run.run_id, asset=asset, check_name=check, experiment_id=str(item["experiment_id"]),
+                    symptom=str(item["symptom"]), firing=bool(item.get("firing")),
+                    severity=str(item.get("severity", ev.severity.value)),
+                    route="page" if item.get("route") == "page" else "ticket",
+                    partition=ev.partition or partition, details=details))
             continue
-        details = _metadata_summary(evaluation.metadata)
-        alerts.append(Alert(
-            run_id=run.run_id, asset=evaluation.asset_key.to_user_string(), check_name=evaluation.check_name,
-            severity=evaluation.severity.value, partition=evaluation.partition or run.tags.get("dagster/partition"),
-            message=evaluation.description or ", ".join(f"{k}={v}" for k, v in list(details.items())[:4]),
-            details=details,
-        ))
-    return alerts
+        severity = ev.severity.value
+        signals.append(Signal(
+            run_id=run.run_id, asset=asset, check_name=check, experiment_id=PLATFORM, symptom=f"{asset}.{check}",
+            firing=not ev.passed, severity=severity, route="page" if severity == "ERROR" else "ticket",
+            partition=ev.partition or partition,
+            details={"summary": ev.description or f"check {check} of {asset} failed", "metric": check}
+            if not ev.passed else {}))
+    return signals
 
 
-def run_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, failure_message: str | None = None) -> list[Alert]:
-    """The alerts of a finished run: its failed checks, and the run itself when it failed."""
-    alerts = failed_check_alerts(instance, run)
-    if run.status == dg.DagsterRunStatus.FAILURE:
-        alerts.append(Alert(run_id=run.run_id, asset=run.job_name, check_name="run_failure", severity="ERROR",
-                            partition=run.tags.get("dagster/partition"),
-                            message=(failure_message or "run failed")[:500]))
-    return alerts
-
-
-def raise_alerts(log, alerts: list[Alert]) -> int:
-    """Log, deliver and store alerts; returns how many were new (a run already alerted on is not
-    alerted twice, whether the sensor or the command line saw it first)."""
-    if not alerts:
-        return 0
-    path = settings().duckdb_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for alert in alerts:
-        log.warning(alert.text())
-    delivered, errors = deliver(alerts, AlertTargets.from_env())
-    for err in errors:
-        log.error(f"alert delivery failed: {err}")
-    for attempt in range(5):
-        try:
-            with duckdb.connect(str(path)) as conn:
-                return store_alerts(conn, alerts, delivered)
-        except duckdb.IOException as exc:  # the warehouse is locked by a running job
-            if attempt == 4:
-                log.error(f"could not write analysis.alerts (warehouse busy): {exc}")
-            time.sleep(2)
-    return 0
+def run_signals(instance: dg.DagsterInstance, run: dg.DagsterRun, failure_message: str | None = None) -> list[Signal]:
+    """Signals of a finished run: its checks, and the run itself (failed, or succeeded: resolves)."""
+    failed = run.status == dg.DagsterRunStatus.FAILURE
+    return [*check_signals(instance, run), Signal(
+        run_id=run.run_id, asset=run.job_name, check_name="run_failure", experiment_id=PLATFORM,
+        symptom=f"run_failure.{run.job_name}", firing=failed, severity="ERROR", route="page",
+        partition=run.tags.get("dagster/partition"),
+        details={"summary": (failure_message or "run failed")[:300]} if failed else {})]
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitor_all_code_locations=False,
                       default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="Alerts on the failed (non-blocking) checks of a successful run: SRM, "
-                                  "guardrails, quarantine rate, stale flags.")
+                      description="Alerts from a successful run's checks (guardrails, budget burn, SRM, data "
+                                  "gates) and resolves what passes again.")
 def check_failure_alerts(context: dg.RunStatusSensorContext):
-    raise_alerts(context.log, failed_check_alerts(context.instance, context.dagster_run))
+    raise_alerts(context.log, run_signals(context.instance, context.dagster_run))
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="Alerts on a failed run (e.g. stopped by a blocking data check) and its "
-                                   "failed checks.")
+                       description="Alerts on a failed run (e.g. stopped by a blocking data check) and its checks.")
 def run_failure_alerts(context: dg.RunFailureSensorContext):
     message = context.failure_event.message if context.failure_event else None
-    raise_alerts(context.log, run_alerts(context.instance, context.dagster_run, message))
+    raise_alerts(context.log, run_signals(context.instance, context.dagster_run, message))
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Delivers alerts that are still due: spooled while the warehouse was busy, or whose "
+                       "target failed on an earlier tick (bounded work per tick).")
+def alert_outbox(context: dg.SensorEvaluationContext):
+    summary = raise_alerts(context.log, [])
+    return dg.SkipReason(f"{len(summary.delivered)} delivered, {len(summary.failed)} still failing")

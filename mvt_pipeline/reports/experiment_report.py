@@ -20,6 +20,7 @@ from mvt_pipeline.registry.models import Experiment, Metric
 from .best_cell_section import best_cell_section
 from .effects_section import effects_section, metric_kind
 from .formatting import esc, finite, fmt_count, fmt_free, fmt_level, fmt_number, fmt_p, fmt_percent, is_share_scale
+from .guardrails_section import guardrails_section
 from .page import decision_tone, fmt_timestamp, page
 from .segments_section import (
     HETEROGENEITY_OPTIONAL, HETEROGENEITY_REQUIRED, HTE_OPTIONAL, HTE_REQUIRED, prepare, segments_section,
@@ -94,6 +95,10 @@ def _decision(decision: dict | None) -> str:
     decision = decision or {}
     label = decision.get("label") or "no decision"
     reasons = [r for r in (decision.get("reasons") or []) if r is not None]
+    if decision.get("rule"):
+        reasons.append(f"Rule: {decision['rule']}" + (f"; cell: {decision['cell']}" if decision.get("cell") else "")
+                       + (f"; about {decision['days_needed']} more days needed" if decision.get("days_needed")
+                          not in (None, "") and not pd.isna(decision["days_needed"]) else "") + ".")
     items = "".join(f"<li>{esc(r)}</li>" for r in reasons)
     return (
         f"<section class=\"decision {decision_tone(label)}\" aria-label=\"decision\">"
@@ -209,6 +214,7 @@ def render_experiment_report(
     hte: pd.DataFrame | None = None,
     heterogeneity: pd.DataFrame | None = None,
     bayes: pd.DataFrame | None = None,
+    guardrails: pd.DataFrame | None = None,
 ) -> str:
     """The full HTML document (str) for one experiment; pure: writes nothing.
 
@@ -226,7 +232,7 @@ def render_experiment_report(
                             experiment.id)
     shares = _shares(metrics, effects, cells)
     body = "".join([
-        _header(experiment, generated_at), _decision(decision), _srm(srm),
+        _header(experiment, generated_at), _decision(decision), guardrails_section(guardrails), _srm(srm),
         effects_section(experiment, metrics, effects, shares), best_cell_section(experiment, metrics, bayes, shares),
         segments_section(experiment, hte, heterogeneity, shares), _cells(experiment, shares, cells),
         _quality(quality), _footer(experiment),

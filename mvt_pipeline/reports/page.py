@@ -63,9 +63,9 @@ def decision_tone(label: str | None) -> str:
     text = (label or "").strip().lower()
     if text.startswith("ship"):
         return "good"
-    if text.startswith(("stop", "rollback", "roll back", "do not ship")):
+    if text.startswith(("stop_harm", "pause", "stop:", "rollback", "roll back", "do not ship")):
         return "bad"
-    if text.startswith(("investigate", "warn", "blocked")):
+    if text.startswith(("invalid", "stop_futility", "investigate", "warn", "blocked")):
         return "warn"
     return "info"
 

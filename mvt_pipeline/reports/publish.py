@@ -1,4 +1,5 @@
-"""A night's decision pages: decide each experiment, render its page and the index, publish them.
+"""A night's decision pages: render each experiment's page (its decision read from
+`analysis.decisions`, so a page, the index and an alert show the same row) and the index, publish them.
 
 Why here and not in the asset: it is pure (inputs in, pages and decision rows out) and testable
 without Dagster. Pages are written to temporary names and renamed into place only when every page of
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.decisions import decide
+from ..analysis.decision_night import decision_from_row
 from ..registry import Registry
 from .experiment_report import render_experiment_report
 from .index_page import render_index
@@ -34,6 +35,8 @@ class NightInputs:
     hte: pd.DataFrame | None = None
     heterogeneity: pd.DataFrame | None = None
     bayes: pd.DataFrame | None = None
+    decisions: pd.DataFrame | None = None  # the night's analysis.decisions rows
+    guardrails: pd.DataFrame | None = None  # the night's analysis.guardrails rows
 
 
 @dataclass
@@ -51,13 +54,15 @@ def _srm_dict(row: pd.Series | None) -> dict | None:
 
 
 def render_night(registry: Registry, inputs: NightInputs, as_of: dt.date, out_dir: Path,
-                 generated_at: dt.datetime | None = None) -> tuple[dict[str, str], pd.DataFrame]:
-    """({file name: html}, decision rows) for every non-draft experiment and the index."""
+                 generated_at: dt.datetime | None = None) -> dict[str, str]:
+    """{file name: html} for every non-draft experiment and the index."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc)
     metrics = {m.name: m for m in registry.metrics}
     effects, cells = inputs.effects, inputs.cells
     pages: dict[str, str] = {}
-    entries, decisions = [], []
+    entries = []
+    stored = inputs.decisions if inputs.decisions is not None else pd.DataFrame(columns=["experiment_id"])
+    by_experiment = {r["experiment_id"]: decision_from_row(r) for r in stored.to_dict("records")}
     for exp in registry.experiments:
         if exp.status == "draft":
             continue
@@ -66,9 +71,7 @@ def render_night(registry: Registry, inputs: NightInputs, as_of: dt.date, out_di
         srm_rows = inputs.srm[inputs.srm["experiment_id"] == exp.id]
         srm_info = _srm_dict(srm_rows.iloc[0]) if not srm_rows.empty else None
         primary = exp.metrics.primary[0]
-        primary_cells = exp_cells[exp_cells["metric"] == primary]
-        min_cell = int(primary_cells["n"].min()) if not primary_cells.empty else 0
-        decision = decide(exp, registry, exp_effects, srm_info, min_cell, as_of)
+        decision = by_experiment.get(exp.id) or {"label": "no decision tonight", "reasons": []}
         quality = {"rows read (days up to this night)": inputs.ingestion["rows_read"],
                    "rows quarantined": inputs.ingestion["rows_quarantined"],
                    "PII values redacted": inputs.ingestion["pii_redactions"]}
@@ -77,7 +80,9 @@ def render_night(registry: Registry, inputs: NightInputs, as_of: dt.date, out_di
         name = f"{exp.id}.html"
         pages[name] = render_experiment_report(
             exp, metrics, exp_effects, exp_cells[["cell_id", "metric", "n", "mean"]], srm_info, decision,
-            quality, generated_at, hte=inputs.hte, heterogeneity=inputs.heterogeneity, bayes=inputs.bayes)
+            quality, generated_at, hte=inputs.hte, heterogeneity=inputs.heterogeneity, bayes=inputs.bayes,
+            guardrails=None if inputs.guardrails is None else inputs.guardrails[
+                inputs.guardrails["experiment_id"] == exp.id])
         top = exp_effects[(exp_effects["metric"] == primary) & (exp_effects["status"] == "ok")]
         top_text = ""
         if not top.empty:
@@ -85,11 +90,8 @@ def render_night(registry: Registry, inputs: NightInputs, as_of: dt.date, out_di
             top_text = f"{best['term']}={best['level']}: {best['estimate']:+.4g} (q={best['q_value']:.2g})"
         entries.append({"experiment_id": exp.id, "status": exp.status, "decision_label": decision["label"],
                         "report_file": name, "primary_metric": primary, "top_effect_text": top_text})
-        decisions.append({"experiment_id": exp.id, "decision": decision["label"],
-                          "reasons": json.dumps(decision["reasons"]), "report_path": str(out_dir / name)})
     pages["index.html"] = render_index(entries, generated_at, inputs.stale_flags)
-    frame = pd.DataFrame(decisions, columns=["experiment_id", "decision", "reasons", "report_path"])
-    return pages, frame
+    return pages
 
 
 def write_pages(out_dir: Path, pages: dict[str, str]) -> list[Path]:

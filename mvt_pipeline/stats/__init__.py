@@ -22,7 +22,10 @@ from .multiplicity import benjamini_hochberg, holm
 from .power import contrast_std_errors, mde_factorial, power_factorial, required_days, required_units
 from .ratio import RATIO_COLUMNS, analyze_ratio_cells
 from .quantile import QUANTILE_COLUMNS, analyze_quantile_cells
-from .sequential import SEQUENTIAL_COLUMNS, add_sequential, cs_multiplier, sequential_ci, sequential_p_value
+from .sequential import (
+    SEQUENTIAL_COLUMNS, add_sequential, cs_multiplier, one_sided_bound, one_sided_p_value, sequential_ci,
+    sequential_p_value,
+)
 from .srm import SRMResult, srm_margins, srm_segments, srm_test
 from .units import analyze_units, unit_cell_stats
 
@@ -59,6 +62,8 @@ __all__ = [
     "required_days",
     "required_units",
     "segment_effects",
+    "one_sided_bound",
+    "one_sided_p_value",
     "sequential_ci",
     "sequential_p_value",
     "srm_margins",

@@ -139,3 +139,40 @@ def add_sequential(effects, n, n_star, *, alpha: float = 0.05):
     out["seq_ci_low"], out["seq_ci_high"] = lo, hi
     out["seq_p_value"] = sequential_p_value(out["estimate"].to_numpy(), out["std_error"].to_numpy(), n, alpha=alpha, n_star=n_star)
     return out
+
+
+def one_sided_p_value(
+    estimate, std_error, n, *, alpha: float = 0.05, n_star=None, method: Method = "asymptotic_cs"
+):
+    """p-value of ``H0: effect <= 0`` against ``effect > 0`` (guardrail harm, non-inferiority).
+
+    Fixed: ``1 - Phi(z)``. Always-valid: half the two-sided mixture p-value when the estimate is on
+    the alternative's side, else ``1 -`` that half, the docs/architecture.md §5a convention that a
+    one-sided test at ``alpha`` reads the two-sided confidence sequence at ``2 alpha`` (``rho``
+    still tuned at the design ``alpha``). Shift ``estimate`` to test another boundary
+    (``estimate - margin`` for ``H0: effect >= margin`` after a sign flip)."""
+    est = np.asarray(estimate, dtype=float)
+    se = np.asarray(std_error, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, est / se, np.nan)
+    if method == "fixed":
+        _check(alpha, method)
+        return _out(stats.norm.sf(z))
+    half = np.asarray(sequential_p_value(est, se, n, alpha=alpha, n_star=n_star, method=method)) / 2.0
+    return _out(np.where(np.isnan(z), np.nan, np.where(z > 0, half, 1.0 - half)))
+
+
+def one_sided_bound(
+    estimate, std_error, n, *, alpha: float = 0.05, n_star=None, method: Method = "asymptotic_cs"
+):
+    """Upper ``1 - alpha`` bound of the effect, the bound :func:`one_sided_p_value` inverts: the
+    effect is significantly below ``b`` iff ``b`` exceeds it. Fixed: ``est + z_{1-alpha} SE``;
+    always-valid: ``est + m SE`` with ``m`` solving ``sqrt(v+1) exp(-m^2 v / (2 (v+1))) = 2 alpha``."""
+    _check(alpha, method)
+    est = np.asarray(estimate, dtype=float)
+    se = np.asarray(std_error, dtype=float)
+    if method == "fixed":
+        return _out(est + stats.norm.ppf(1 - alpha) * se)
+    v = _v(n, n_star, alpha)
+    m = np.sqrt(np.maximum(2.0 * (v + 1.0) / v * np.log(np.sqrt(v + 1.0) / (2.0 * alpha)), 0.0))
+    return _out(est + m * se)

@@ -60,6 +60,12 @@ TABLES: dict[str, AnalysisTable] = {t.name: t for t in [
         experiment_id varchar, n_units bigint, n_cells bigint, observed varchar, expected_share varchar,
         unexpected_cells varchar, chi2 double, df bigint, p_value double, margin_p_values varchar,
         segments_flagged varchar, passed boolean, status varchar"""),
+    _night("budget_burn", "Error-budget burn per experiment x SLO metric x cell over the multi-window burn-rate "
+                          "windows (short windows pause a treated cell burning faster than control).", """
+        experiment_id varchar, metric varchar, cell_id varchar, is_control boolean, window_hours bigint,
+        short_window boolean, window_start timestamp, window_end timestamp, events bigint, bad_events bigint,
+        bad_ratio double, objective double, period_days bigint, burn_rate double, budget_consumed double,
+        control_burn_rate double, status varchar"""),
     _night("cell_bayes", "Posterior of each cell's mean, P(cell is best) and expected loss.", """
         cell_id varchar, n double, sum double, sum_sq double, posterior_mean double, posterior_sd double,
         prob_best double, expected_loss double, experiment_id varchar, metric varchar"""),
@@ -76,12 +82,26 @@ TABLES: dict[str, AnalysisTable] = {t.name: t for t in [
     _night("stale_flags", "Every feature flag classified against the registry and exposure activity.", """
         flag_key varchar, source_file varchar, experiment_id varchar, classification varchar, reason varchar,
         owner varchar, age_days bigint, recommended_action varchar"""),
-    _night("decisions", "The night's decision per experiment and the report it is explained in.", """
-        experiment_id varchar, decision varchar, reasons varchar, report_path varchar"""),
-    AnalysisTable("alerts", "Failed checks and failed runs, one row per (run, asset, check); append-only.", (
+    _night("decisions", "The night's decision per experiment: the rule that fired, the cell or flag variant to act "
+                        "on, the numbers the rule read, days needed, and the report it is explained in.", """
+        experiment_id varchar, decision varchar, reasons varchar, report_path varchar, label varchar,
+        cell varchar, flag_key varchar, variant varchar, flags json, rule varchar, inputs json,
+        days_needed bigint, degradations json"""),
+    _night("guardrails", "Every treated cell and factor level vs control per guardrail metric: estimate, margin, "
+                         "one-sided harm and non-inferiority tests (Holm across the experiment), status.", """
+        experiment_id varchar, scope varchar, cell varchar, factor varchar, level varchar, flag_key varchar,
+        metric varchar, metric_kind varchar, unit varchar, direction varchar, control_value double,
+        treatment_value double, estimate double, std_error double, margin double, harm_bound double,
+        p_harm double, p_harm_adjusted double, p_noninferiority double, decision_basis varchar,
+        n_units bigint, status varchar"""),
+    AnalysisTable("alerts", "Every alert (firing, resolved or suppressed in the quiet period) per run x experiment x "
+                            "symptom, its route and its delivery outcome; undelivered ones are retried from here.", (
         ("alert_key", "varchar"), ("run_id", "varchar"), ("asset", "varchar"), ("check_name", "varchar"),
         ("severity", "varchar"), ("partition", "varchar"), ("message", "varchar"), ("details", "json"),
-        ("delivered_to", "varchar"), ("created_at", "timestamp")), night_column=None, primary_key="alert_key"),
+        ("delivered_to", "varchar"), ("created_at", "timestamp"), ("experiment_id", "varchar"),
+        ("symptom", "varchar"), ("kind", "varchar"), ("route", "varchar"), ("owner", "varchar"),
+        ("status", "varchar"), ("attempts", "integer"), ("last_error", "varchar"), ("delivered_at", "timestamp")),
+        night_column=None, primary_key="alert_key"),
     AnalysisTable("gx_validations", "Great Expectations results per ingested day and suite.", (
         ("dt", "date"), ("suite", "varchar"), ("success", "boolean"), ("evaluated", "integer"),
         ("failed", "integer"), ("result", "json"), ("validated_at", "timestamp")), night_column="dt"),

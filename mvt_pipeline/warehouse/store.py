@@ -167,6 +167,52 @@ def ingestion_totals(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> d
     return dict(zip(("rows_read", "rows_accepted", "rows_quarantined", "pii_redactions"), map(int, row)))
 
 
+def night_lag_p95_seconds(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> float | None:
+    """Collector lag (p95 of received_at - ts) of the night's own dump, or None without one."""
+    row = conn.execute("select max(lag_p95_seconds) from marts.dq_daily where day = ?", [_as_date(as_of)]).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def failed_blocking_suites(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> list[str]:
+    """Blocking Great Expectations suites that failed on the night's dump (a replayed night keeps its
+    verdict; the non-blocking loss and lag suites do not invalidate a night)."""
+    from ..quality.metric_suites import blocks_the_night
+    from ..quality.telemetry_suite import SUITE_NAME
+
+    ensure_table(conn, "gx_validations")
+    failed = [r[0] for r in conn.execute(
+        "select distinct suite from analysis.gx_validations where dt = ? and not success order by 1",
+        [_as_date(as_of)]).fetchall()]
+    return [s for s in failed if s == SUITE_NAME or blocks_the_night(s.removeprefix("telemetry_"))]
+
+
+def decision_inputs(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str):
+    """Everything the night's guardrails and decisions read (`analysis/decision_night.py`)."""
+    from ..analysis.decision_night import DecisionInputs
+
+    return DecisionInputs(
+        effects=night(conn, "effects", as_of), srm=night(conn, "srm", as_of), cell_stats=cell_stats(conn, overall=True),
+        cell_quantiles=cell_quantiles(conn), slo_hourly=slo_hourly(conn),
+        lag_p95_seconds=night_lag_p95_seconds(conn, as_of), failed_blocking_checks=failed_blocking_suites(conn, as_of))
+
+
 def telemetry_sample(conn: duckdb.DuckDBPyConnection, sample_sql: str, partition: str) -> pd.DataFrame:
     return conn.execute(sample_sql, [partition]).df()
 
+
+SLO_HOURLY_COLUMNS = {  # marts.agg_cell_slo_hourly: column -> dtype of the empty frame
+    "experiment_id": "object", "metric": "object", "cell_id": "object", "hour": "datetime64[us]",
+    "slo_key": "object", "events": "int64", "bad_events": "int64", "slo_objective": "float64",
+    "slo_good_below": "float64", "slo_period_days": "int64",
+}
+
+
+def slo_hourly(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """SLO events / bad events per (experiment, metric, cell, hour), the input of analysis.budget_burn
+    (an empty frame with the columns when the mart was never built)."""
+    exists = conn.execute("select count(*) from information_schema.tables where table_schema = 'marts'"
+                          " and table_name = 'agg_cell_slo_hourly'").fetchone()[0]
+    if not exists:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SLO_HOURLY_COLUMNS.items()})
+    return conn.execute("select * from marts.agg_cell_slo_hourly"
+                        " order by experiment_id, metric, cell_id, hour").df()

@@ -3,7 +3,6 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from ...analysis.bayes_table import all_bayes
-from ...analysis.decisions import guardrail_breaches
 from ...analysis.effects_table import all_effects
 from ...analysis.srm_table import SRM_ALPHA, all_srm
 from ...config import settings
@@ -24,8 +23,6 @@ from ..resources import WAREHOUSE_POOL
                           description=f"Chi-square of units per cell (and per factor margin) vs the planned "
                                       f"allocation, p < {SRM_ALPHA} fails (docs/architecture.md §5a). Blocking: "
                                       "with broken assignment no decision is published; the failure raises an alert."),
-        dg.AssetCheckSpec("guardrails", asset="factorial_effects",
-                          description="ERROR when a guardrail metric is significantly worse for some level (alerts)."),
     ],
     pool=WAREHOUSE_POOL,
     kinds={"python", "duckdb"},
@@ -56,15 +53,6 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             top[["experiment_id", "metric", "term", "level", "estimate", "ci_low", "ci_high", "q_value"]]
             .to_markdown(index=False) if not top.empty else "(none)"),
     })
-    breaches = guardrail_breaches(registry, effects)
-    yield dg.AssetCheckResult(
-        check_name="guardrails", passed=breaches.empty, severity=dg.AssetCheckSeverity.ERROR,
-        description=None if breaches.empty else "; ".join(
-            f"{r.experiment_id}: {r.metric} worse for {r.term}={r.level}" for r in breaches.itertuples()),
-        metadata={"breaches": dg.MetadataValue.md(
-            breaches[["experiment_id", "metric", "term", "level", "estimate", "ci_low", "ci_high", "p_value"]]
-            .to_markdown(index=False) if not breaches.empty else "(none)")},
-    )
     failed = srm[srm["passed"] == False]  # noqa: E712  (None = not enough data)
     yield dg.AssetCheckResult(
         check_name="srm_check", passed=failed.empty, severity=dg.AssetCheckSeverity.ERROR,
@@ -74,5 +62,13 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             "experiments_failing": dg.MetadataValue.json(failed["experiment_id"].tolist()),
             "p_values": dg.MetadataValue.json(
                 {r.experiment_id: (None if pd.isna(r.p_value) else float(r.p_value)) for r in srm.itertuples()}),
+            # one alert per experiment with a mismatch, resolved when its assignment is healthy again
+            "alert_signals": dg.MetadataValue.json([
+                {"experiment_id": r.experiment_id, "symptom": "srm", "firing": not bool(r.passed),
+                 "severity": "ERROR", "route": "ticket", "observed": None if pd.isna(r.p_value) else float(r.p_value),
+                 "threshold": SRM_ALPHA, "metric": "units per cell (chi-square p)",
+                 "summary": f"sample ratio mismatch, chi-square p = {r.p_value:.2g} < {SRM_ALPHA}"
+                 if not bool(r.passed) else "assignment ratios as planned"}
+                for r in srm.itertuples() if not pd.isna(r.p_value)]),
         },
     )

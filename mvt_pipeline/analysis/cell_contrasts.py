@@ -1,0 +1,104 @@
+"""Every treated cell against the control cell, per metric, from the per-cell sufficient statistics.
+
+Why: a factorial test's harm often lives in one combination (a new CTA *with* inline validation),
+which no main effect shows. Cells are independent samples, so a cell-vs-control contrast is the
+difference of two cell estimates with the sum of their variances:
+
+* means (binary, continuous, count): ``sum / n`` with the sample variance over ``n`` (Welch);
+* ratios: ``sum N / sum D`` with the delta-method variance of ``stats/ratio.py``;
+* quantiles: the cell quantile with the clustered variance of ``stats/quantile.py``.
+
+Always-valid intervals use the same ``n`` (the experiment's units so far) and ``N*`` (planned units)
+as the effects table (``add_sequential``), so a cell row and an effect row read alike. No CUPED here:
+each contrast uses its two cells only, so a covariate adjustment would need the pooled slope; the
+plain contrast is unbiased under randomization and a little wider.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..registry import Experiment, Registry
+from ..stats import QUANTILE_COLUMNS
+from ..stats.quantile import quantile_cell_variance
+from .cells import cell_id
+
+CONTRAST_COLUMNS = [
+    "experiment_id", "metric", "metric_role", "metric_kind", "cell_id", "control_value", "treatment_value",
+    "estimate", "std_error", "n_control", "n_treatment", "n_total", "n_star",
+]
+
+
+def control_cell(experiment: Experiment) -> str:
+    return cell_id({f.name: f.control for f in experiment.factors}, experiment)
+
+
+def cell_levels(cell: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in cell.split("|") if "=" in part)
+
+
+def cell_estimates(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: (cell_id, n, value, variance) of the metric's cell estimate; cells without a
+    usable variance (fewer than 2 units, no denominator) are dropped."""
+    if rows.empty:
+        return pd.DataFrame(columns=["cell_id", "n", "value", "variance"])
+    if kind == "quantile":
+        st = {c: rows[c].astype(float).to_numpy() for c in QUANTILE_COLUMNS[1:]}
+        st["n"] = rows["n_units"].astype(float).to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variance, _deff = quantile_cell_variance(st)
+        out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": st["n"],
+                            "value": rows["quantile_value"].astype(float).to_numpy(), "variance": variance})
+    elif kind == "ratio":
+        n = rows["n"].astype(float).to_numpy()
+        num, den = rows["num_sum"].astype(float).to_numpy(), rows["den_sum"].astype(float).to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = num / den
+            ss_n = rows["num_sum_sq"].astype(float).to_numpy() - num**2 / n
+            ss_d = rows["den_sum_sq"].astype(float).to_numpy() - den**2 / n
+            cross = rows["num_den_sum"].astype(float).to_numpy() - num * den / n
+            lin = np.maximum(ss_n - 2 * ratio * cross + ratio**2 * ss_d, 0.0)
+            variance = lin / ((n - 1.0) * n * (den / n) ** 2)
+        out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": n, "value": ratio, "variance": variance})
+    else:
+        n = rows["n"].astype(float).to_numpy()
+        s, ss = rows["sum"].astype(float).to_numpy(), rows["sum_sq"].astype(float).to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = s / n
+            variance = np.maximum(ss - s**2 / n, 0.0) / (n - 1.0) / n
+        out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": n, "value": mean, "variance": variance})
+    return out[(out["n"] >= 2) & np.isfinite(out["value"]) & np.isfinite(out["variance"])].reset_index(drop=True)
+
+
+def experiment_contrasts(experiment: Experiment, registry: Registry, cell_stats: pd.DataFrame,
+                         cell_quantiles: pd.DataFrame | None, roles: tuple[str, ...]) -> pd.DataFrame:
+    """Cell-vs-control rows of one experiment for its metrics of the given roles. `cell_stats`
+    are overall `agg_cell_stats` rows, `cell_quantiles` the `agg_cell_quantiles` rows."""
+    control = control_cell(experiment)
+    frames = []
+    for metric_name, role in experiment.metrics.by_role():
+        if role not in roles:
+            continue
+        metric = registry.metric(metric_name)
+        source = cell_quantiles if metric.kind == "quantile" else cell_stats
+        if source is None or source.empty:
+            continue
+        rows = source[(source["experiment_id"] == experiment.id) & (source["metric"] == metric_name)]
+        est = cell_estimates(metric.kind, rows)
+        if control not in set(est["cell_id"]):
+            continue
+        ctrl = est[est["cell_id"] == control].iloc[0]
+        treated = est[est["cell_id"] != control]
+        n_total = float(rows["n_units"].sum())
+        frames.append(pd.DataFrame({
+            "experiment_id": experiment.id, "metric": metric_name, "metric_role": role,
+            "metric_kind": metric.kind, "cell_id": treated["cell_id"].to_numpy(),
+            "control_value": float(ctrl["value"]), "treatment_value": treated["value"].to_numpy(),
+            "estimate": treated["value"].to_numpy() - float(ctrl["value"]),
+            "std_error": np.sqrt(treated["variance"].to_numpy() + float(ctrl["variance"])),
+            "n_control": float(ctrl["n"]), "n_treatment": treated["n"].to_numpy(), "n_total": n_total,
+            "n_star": float(experiment.planned_units or n_total),
+        }))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONTRAST_COLUMNS)
