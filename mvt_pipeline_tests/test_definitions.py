@@ -13,20 +13,24 @@ EXPECTED_ASSETS = {
     "experiment_registry", "raw_events", "stg_events", "stg_exposure_factors", "fct_exposures",
     "fct_outcomes", "fct_unit_metrics", "agg_cell_stats", "dq_assignment", "factorial_effects",
     "decision_reports", "stale_flag_audit", "dq_daily", "agg_cell_quantiles", "hte_effects",
+    "agg_cell_slo_hourly", "experiment_decisions",
 }
 EXPECTED_PARENTS = {
     "raw_events": {"experiment_registry"},
     "stg_events": {"raw_events"},
     "agg_cell_stats": {"fct_unit_metrics", "experiment_registry"},
     "factorial_effects": {"agg_cell_stats", "dq_assignment"},
-    "decision_reports": {"factorial_effects", "hte_effects", "stale_flag_audit"},
+    "decision_reports": {"factorial_effects", "experiment_decisions", "hte_effects", "stale_flag_audit"},
+    "experiment_decisions": {"factorial_effects", "agg_cell_stats", "agg_cell_quantiles", "agg_cell_slo_hourly",
+                             "dq_daily"},
     "stale_flag_audit": {"stg_events"},
 }
 EXPECTED_CHECKS = {
     ("experiment_registry", "registry_lint"),
     ("raw_events", "row_accounting"), ("raw_events", "gx_telemetry_schema"), ("raw_events", "quarantine_rate"),
     ("raw_events", "loss_rate"), ("raw_events", "lag_p95"), ("raw_events", "pii_found"), ("raw_events", "volume_change"),
-    ("factorial_effects", "srm_check"), ("factorial_effects", "guardrails"), ("stale_flag_audit", "no_stale_flags"),
+    ("factorial_effects", "srm_check"), ("experiment_decisions", "guardrails"),
+    ("experiment_decisions", "business_metrics"), ("stale_flag_audit", "no_stale_flags"),
     ("dq_daily", "loss_rate_matured"), ("dq_assignment", "flip_rate"),
     ("stg_events", "unique_stg_events_event_id"), ("fct_exposures", "unique_fct_exposures_exposure_key"),
 }
@@ -50,7 +54,8 @@ def test_definitions_load_with_the_full_lineage(workdir):
     for key in graph.get_all_asset_keys():
         assert graph.get(key).partitions_def == nightly.partitions_def, key
     assert {s.name for s in defs.schedules} == {"nightly_schedule"}
-    assert {s.name for s in defs.sensors} == {"raw_dump_sensor", "check_failure_alerts", "run_failure_alerts"}
+    assert {s.name for s in defs.sensors} == {"raw_dump_sensor", "check_failure_alerts", "run_failure_alerts",
+                                                "alert_outbox"}
     schedule = defs.resolve_schedule_def("nightly_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "UTC"

@@ -70,3 +70,58 @@ def test_known_2x2_effects_are_recovered(tmp_path, monkeypatch):
     human = sum(truth["experiments"]["banner_2x2"]["units_per_cell"].values())
     flipped = truth["experiments"]["banner_2x2"]["flipped_units"]
     assert int(units.n[0]) == human - flipped
+
+
+def test_interaction_harm_pages_through_the_nightly_job(tmp_path, monkeypatch):
+    """Breach -> guardrail row -> decision -> alert row -> webhook call, through the real `nightly`
+    job: the error rate rises only where the new headline meets the photo."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    data = tmp_path / "data"
+    (data / "registry").mkdir(parents=True)
+    (data / "flags").mkdir()
+    experiment = EXPERIMENT | {"id": "guard_2x2", "planned_units": 8000,
+                               "metrics": {"primary": ["checkout_conversion"], "guardrails": ["error_rate"]}}
+    (data / "registry" / "experiments.yaml").write_text(yaml.safe_dump({"experiments": [experiment]}))
+    shutil.copy(SAMPLE_REGISTRY / "metrics.yaml", data / "registry" / "metrics.yaml")
+    for var, value in {"MVT_DATA_DIR": data, "MVT_DUCKDB_PATH": data / "warehouse" / "mvt.duckdb",
+                       "MVT_REPORTS_DIR": data / "reports",
+                       "MVT_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{server.server_address[1]}/page"}.items():
+        monkeypatch.setenv(var, str(value))
+    truth = {"guard_2x2": ExperimentTruth(exposure_rate=0.9, metrics={
+        "checkout_conversion": MetricTruth(baseline=0.10),
+        "error_rate": MetricTruth(baseline=0.01, interactions={"headline:image": {"new:photo": 0.03}})})}
+    generate(data, users=6000, days=2, seed=7, faults=Faults(), truth=truth)
+    try:
+        nights = run_graph(data)
+    finally:
+        server.shutdown()
+    assert all(r.success for r in nights)
+    last = nights[-1].dagster_run.tags["dagster/partition"]
+    cell = "headline=new|image=photo"
+    guard = query(data, "select * from analysis.guardrails where as_of = ? and scope = 'cell'", [last])
+    assert guard.set_index("cell").loc[cell, "status"] == "harm"
+    decision = query(data, "select * from analysis.decisions where as_of = ?", [last]).iloc[0]
+    assert decision["decision"] == "stop_harm" and decision["cell"] == cell
+    assert json.loads(decision["flags"]) == {"banner-headline": "new", "banner-image": "photo"}
+    alerts = query(data, "select * from analysis.alerts where symptom = 'guardrail_harm' order by created_at")
+    assert alerts["status"].iloc[0] == "delivered" and alerts["route"].iloc[0] == "page"
+    pages = [r for r in received if r["alert"]["symptom"] == "guardrail_harm"]
+    assert len(pages) == 1  # the second night repeats the harm inside the quiet period: suppressed
+    assert cell in pages[0]["text"] and "banner-headline=new, banner-image=photo" in pages[0]["text"]
+    assert "error_rate" in pages[0]["text"]

@@ -230,7 +230,7 @@ def _deliver(
             break
         attempts += 1
         window = min(attempt_timeout_s, remaining)
-        result = _Attempt(lambda w=window: attempt(w)).wait(window + 1)
+        result = _Attempt(lambda w=window: attempt(w)).wait(window)
         if result is None:
             result = _Try(ok=False, reason=f"{origin}: no complete response within {window:.1f} s",
                           retryable=True)

@@ -235,12 +235,25 @@ def test_webhook_dripping_body_is_abandoned_at_the_deadline(serve):
     assert took < DEADLINE + SLACK_MARGIN
 
 
-def test_abandoned_attempt_that_later_succeeds_is_not_counted(serve):
-    stub = serve(lambda h, n: (time.sleep(1.5), reply(h, 200, b"ok")))
-    outcome = post_webhook(stub.url, PAYLOAD, deadline_s=1.0, attempt_timeout_s=1.0, retries=0)
-    assert not outcome.ok and outcome.attempts == 1
-    time.sleep(1.0)  # the abandoned worker now gets its 200; nothing may surface
+def test_answer_after_the_deadline_is_not_delivered_and_nothing_surfaces_later(serve, monkeypatch):
+    crashed: list = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+
+    def late(h: BaseHTTPRequestHandler, n: int) -> None:  # 200 at once, then a byte every 0.4 s
+        h.send_response(200)
+        h.send_header("Content-Length", "5")
+        h.end_headers()
+        for byte in b"ok!!!":
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(0.4)  # each read beats the socket timeout; the body ends after the deadline
+
+    stub = serve(late)
+    outcome = post_webhook(stub.url, PAYLOAD, deadline_s=1.0, retries=0)
+    assert not outcome.ok and outcome.attempts == 1 and outcome.elapsed_s < 1.5
+    time.sleep(1.2)  # the answer completes now, in a worker already given up
     assert not outcome.ok
+    assert crashed == []  # the abandoned worker thread raised nothing
 
 
 def test_connection_refused_is_an_outcome_not_an_exception(closed_port):

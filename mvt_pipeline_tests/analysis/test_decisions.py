@@ -246,3 +246,20 @@ def test_primary_contrasts_one_sided_holm():
         p.append(cm.ztest_ind(alternative="larger", usevar="unequal")[1])
     assert np.allclose(c["p_gain"], p, rtol=1e-9)
     assert np.allclose(c["p_gain_adjusted"], multipletests(p, method="holm")[1])
+
+
+def test_decisions_use_always_valid_p_values_unless_fixed():
+    """A lift that a single fixed-horizon look calls significant but the confidence sequence does
+    not: fixed ships, the default (always-valid) keeps running."""
+    conv = {C00: 0.10, C10: 0.112, C01: 0.10, C11: 0.10}
+    units = simulate(experiment(), conv, FLAT_ERR, 9000, seed=36)
+    registry = Registry(experiments=[experiment()], metrics=METRICS)
+    c = primary_contrasts(experiment(decision_basis="fixed"), registry, cell_stats(units, experiment()), None)
+    p_fixed = c.set_index("cell_id").loc[C10, "p_gain_adjusted"]
+    c_seq = primary_contrasts(experiment(), registry, cell_stats(units, experiment()), None)
+    p_seq = c_seq.set_index("cell_id").loc[C10, "p_gain_adjusted"]
+    assert p_fixed < 0.05 < p_seq, (p_fixed, p_seq)
+    _, fixed, _, _ = night(experiment(decision_basis="fixed", mde=None), units)
+    _, sequential, _, _ = night(experiment(mde=None), units)
+    assert fixed["decision"] == "ship" and fixed["cell"] == C10
+    assert sequential["decision"] == "keep_running"

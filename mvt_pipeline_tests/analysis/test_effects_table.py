@@ -1,6 +1,5 @@
 """The glue between cell stats and the engine: right contrasts, right families, right statuses."""
 
-import datetime as dt
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,6 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from mvt_pipeline.analysis.cells import planned_cells, split_cell_ids
-from mvt_pipeline.analysis.decisions import decide
 from mvt_pipeline.analysis.effects_table import experiment_effects
 from mvt_pipeline.analysis.srm_table import all_srm
 from mvt_pipeline.registry import load_registry
@@ -139,28 +137,6 @@ def test_fractional_planned_cells_follow_the_generator(registry):
     assert (coded["snippet_length"] == coded["recency_boost"] * coded["typo_tolerance"] * coded["personalization"]).all()
 
 
-def _eff(metric, role, term, level, estimate, p, q=None):
-    return {"metric": metric, "metric_role": role, "term": term, "level": level, "estimate": estimate,
-            "p_value": p, "q_value": p if q is None else q, "status": "ok"}
-
-
-@pytest.mark.parametrize("rows, srm, min_cell, label", [
-    ([_eff("checkout_conversion", "primary", "cta_color", "green", 0.02, 0.001)], None, 500, "ship: cta_color=green"),
-    ([_eff("checkout_conversion", "primary", "cta_color", "green", -0.02, 0.001)], None, 500, "do not ship: cta_color=green"),
-    ([_eff("checkout_conversion", "primary", "cta_color", "green", 0.02, 0.001),
-      _eff("error_rate", "guardrail", "cta_color", "green", 0.01, 0.01)], None, 500, "stop: guardrail breached"),
-    ([_eff("checkout_conversion", "primary", "cta_color", "green", 0.02, 0.001)],
-     {"passed": False, "p_value": 1e-6}, 500, "investigate: sample ratio mismatch"),
-    ([_eff("checkout_conversion", "primary", "cta_color", "green", 0.02, 0.2)], None, 50, "keep running: not enough data"),
-    ([_eff("checkout_conversion", "primary", "cta_color", "green", 0.02, 0.2)], None, 500, "keep running"),
-])
-def test_decision_rules(registry, rows, srm, min_cell, label):
-    exp = registry.experiment("checkout_mvt")
-    decision = decide(exp, registry, pd.DataFrame(rows), srm, min_cell, dt.date(2026, 11, 20))
-    assert decision["label"] == label
-    assert decision["reasons"]
-
-
 def test_sequential_columns_are_wider_and_have_their_own_family(pricing):
     exp, _units_frame, effects = pricing
     ok = effects[effects.status == "ok"]
@@ -168,17 +144,6 @@ def test_sequential_columns_are_wider_and_have_their_own_family(pricing):
     assert (ok.n_star == exp.planned_units).all()
     primary = ok[ok.metric_role == "primary"]
     assert np.allclose(primary.seq_q_value, multipletests(primary.seq_p_value, method="fdr_bh")[1], rtol=1e-12)
-
-
-def test_decisions_use_always_valid_p_values_unless_fixed(registry):
-    exp = registry.experiment("checkout_mvt")
-    row = _eff("checkout_conversion", "primary", "cta_color", "green", 0.02, 0.001) | {
-        "seq_p_value": 0.2, "seq_q_value": 0.2}
-    sequential = decide(exp, registry, pd.DataFrame([row]), None, 500, dt.date(2026, 11, 20))
-    fixed = decide(exp.model_copy(update={"decision_basis": "fixed"}), registry, pd.DataFrame([row]), None, 500,
-                   dt.date(2026, 11, 20))
-    assert sequential["label"] == "keep running"
-    assert fixed["label"] == "ship: cta_color=green"
 
 
 def test_srm_margins_catch_a_one_factor_imbalance(registry):
