@@ -87,7 +87,7 @@ class AlertSettings:
     slack_ticket_channel: str | None = None
     quiet_period_hours: float = DEFAULT_QUIET_PERIOD_HOURS  # the same (experiment, symptom) is not re-sent
     delivery_deadline_s: float = DEFAULT_DELIVERY_DEADLINE_S  # one deadline per delivery, all retries included
-    report_base_url: str | None = None  # e.g. https://reports.example.com/ -> links to <base><experiment>.html
+    report_base_url: str | None = None  # e.g. https://reports.example.com -> links to <base>/<as_of>/<experiment>.html
     dagster_base_url: str | None = None  # e.g. http://dagster:3000 -> links to <base>/runs/<run_id>
 
 

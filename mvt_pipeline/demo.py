@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r.night for r in results if not r.success]
     print(f"\nDone in {elapsed:.0f} s: {len(results) - len(failed)} of {len(results)} nights succeeded, "
           f"{sum(r.alerts for r in results)} alerts raised (analysis.alerts).")
-    print(f"  Reports:   {s.reports_dir / 'index.html'}  (night {nights[-1]})")
+    print(f"  Reports:   {s.reports_dir / 'latest' / 'index.html'}  (night {nights[-1]}; every kept night: "
+          f"{s.reports_dir / 'index.html'})")
     print(f"  Warehouse: {s.duckdb_path}  (schemas raw, staging, marts, analysis)")
     print("  UI:        make ui   then open http://127.0.0.1:3000")
     return 1 if failed else 0

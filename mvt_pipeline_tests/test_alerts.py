@@ -19,7 +19,7 @@ import pytest
 
 from mvt_pipeline.alerts.model import Signal
 from mvt_pipeline.alerts.policy import LastAlert, plan
-from mvt_pipeline.alerts.service import raise_alerts
+from mvt_pipeline.alerts.service import has_work, raise_alerts
 from mvt_pipeline.config import AlertSettings, settings
 from mvt_pipeline.defs.alert_sensors import check_signals
 
@@ -79,7 +79,7 @@ def harm(run="r1", firing=True, experiment="checkout_mvt", summary="error_rate 0
                   symptom="guardrail_harm", firing=firing, severity="ERROR", route="page", partition="2026-11-12",
                   details={"cell": "cta_color=green|validation=inline|copy=standard", "metric": "error_rate",
                            "observed": 0.016, "threshold": 0.012, "unit": "pp", "flag": "checkout-validation=inline",
-                           "summary": summary, "report": "/data/reports/checkout_mvt.html",
+                           "summary": summary, "report": "/data/reports/2026-11-02/checkout_mvt.html",
                            "runbook": "roll back"} | details if firing else {})
 
 
@@ -114,9 +114,9 @@ def test_retry_then_delivered_dedup_and_resolved_once(workdir, server):
     hooks = server.posts("/hook")
     assert len(hooks) == 2 and hooks[0] == hooks[1]  # retried after the 500, same body
     text = hooks[-1]["text"]
-    for part in ("checkout_mvt", "cta_color=green|validation=inline|copy=standard", "error_rate", "observed 0.016 pp",
-                 "threshold 0.012 pp", "Turn off: checkout-validation=inline", "Runbook:",
-                 "https://reports.example.com/mvt/checkout_mvt.html", "http://dagster.internal:3000/runs/r1"):
+    for part in ("checkout_mvt", "cta_color=green|validation=inline|copy=standard", "error_rate", "observed 1.6 %",
+                 "threshold 1.2 %", "Turn off: checkout-validation=inline", "Runbook:",
+                 "https://reports.example.com/mvt/2026-11-02/checkout_mvt.html", "http://dagster.internal:3000/runs/r1"):
         assert part in text, (part, text)
     assert hooks[-1]["alert"]["route"] == "page"
     # the next night's run within the quiet period: recorded as suppressed, not sent
@@ -144,6 +144,7 @@ def test_a_hanging_target_is_cut_at_the_deadline_and_retried_later(workdir, serv
     assert len(summary.failed) == 1
     r = rows(s)
     assert r["status"].iloc[0] == "failed" and r["last_error"].iloc[0]
+    assert has_work(s)  # the outbox sensor will retry it (and only then opens the warehouse)
     # the target recovers: the next tick (no new signal) delivers the stored alert, once
     server.script = [(200, b"{}", 0.0)]
     server.received.clear()
@@ -152,6 +153,17 @@ def test_a_hanging_target_is_cut_at_the_deadline_and_retried_later(workdir, serv
     assert rows(s)["status"].tolist() == ["delivered"]
     raise_alerts(LOG, [], s)
     assert len(server.posts("/hook")) == 1
+    assert not has_work(s)
+
+
+def test_a_target_that_keeps_failing_is_given_up_after_five_attempts(workdir, server):
+    server.script = [(503, b"down", 0.0)]
+    s = _settings(workdir, webhook_url=f"{server.url}/hook", delivery_deadline_s=1.0)
+    for _ in range(7):
+        raise_alerts(LOG, [harm()] if _ == 0 else [], s)
+    r = rows(s)
+    assert r["status"].tolist() == ["given_up"] and r["attempts"].tolist() == [5]
+    assert not has_work(s)
 
 
 def test_slack_ok_false_is_a_failure_and_pages_go_to_the_owner_channel(workdir, server):

@@ -82,7 +82,8 @@ def test_dbt_marts_dedup_and_one_exposure_per_unit(pipeline):
     bots = query(data, "select count(distinct unit_id) n from marts.fct_exposures where is_bot")
     assert int(bots.n[0]) == truth["counts"]["bot_units"]
     dbt_checks = {k: v for k, v in _checks(rest).items()
-                  if k[0] not in ("factorial_effects", "stale_flag_audit", "raw_events", "experiment_registry")}
+                  if k[0] not in ("factorial_effects", "experiment_decisions", "stale_flag_audit", "raw_events",
+                                 "experiment_registry")}
     assert dbt_checks and all(dbt_checks.values()), dbt_checks
 
 
@@ -96,10 +97,11 @@ def test_analysis_tables_and_reports(pipeline):
     decisions = query(data, "select * from analysis.decisions where as_of = ?", [last])
     assert len(decisions) == 3
     reports = data / "reports"
-    assert (reports / "index.html").exists()
+    assert (reports / "index.html").exists() and (reports / last / "index.html").exists()
     for exp in ("checkout_mvt", "search_ranking_frac", "pricing_abn"):
-        html = (reports / f"{exp}.html").read_text()
-        assert exp in html and "<svg" in html
+        html = (reports / last / f"{exp}.html").read_text()
+        assert exp in html and "<svg" in html and f"Night {last}" in html
+        assert (reports / "latest" / f"{exp}.html").read_text() == html
     meta = [ev.materialization.metadata for r in rest for ev in r.get_asset_materialization_events()
             if ev.asset_key == dg.AssetKey("decision_reports")][0]
     assert meta["index"].value.endswith("index.html")
@@ -115,16 +117,70 @@ def test_rerunning_ingestion_is_idempotent(pipeline):
     assert before.equals(after)
 
 
-def test_sample_ratio_mismatch_blocks_the_decisions(workdir):
+def test_sample_ratio_mismatch_makes_that_experiment_invalid(workdir):
     # pricing_abn's actual allocation is skewed 50/25/25 against a planned 1/3 each.
     generate(workdir, users=3000, days=2, seed=5,
              faults=Faults(srm={"pricing_abn": {"pricing_banner": [0.5, 0.25, 0.25]}}))
     rest = run_graph(workdir)[-1:]
-    assert not rest[0].success
+    assert rest[0].success  # one broken experiment does not hold back the others' decisions
     last = rest[0].dagster_run.tags["dagster/partition"]
     srm = query(workdir, "select experiment_id, passed from analysis.srm where as_of = ?", [last]).set_index("experiment_id")
     assert srm.loc["pricing_abn", "passed"] == False  # noqa: E712
     assert srm.loc["checkout_mvt", "passed"] == True  # noqa: E712
     checks = _checks(rest)
     assert checks[("factorial_effects", "srm_check")] is False
-    assert "decision_reports" not in _materialized(rest)
+    decisions = query(workdir, "select * from analysis.decisions where as_of = ?", [last]).set_index("experiment_id")
+    assert decisions.loc["pricing_abn", "decision"] == "invalid" and decisions.loc["pricing_abn", "rule"] == "srm"
+    assert decisions.loc["checkout_mvt", "decision"] != "invalid"
+    alerts = query(workdir, "select experiment_id, route, status from analysis.alerts where symptom = 'srm'")
+    assert set(map(tuple, alerts[["experiment_id", "route"]].values.tolist())) == {("pricing_abn", "ticket")}
+    assert (alerts["status"] != "suppressed").sum() == 1, alerts  # later nights within the quiet period: suppressed
+
+
+def test_reports_keep_every_night_and_show_the_stored_numbers(pipeline):
+    """Every night stays in reports/<as_of>/; the index and the page show the same decision row,
+    every effect and guardrail row of the night, and a quantile metric's cells read as its P95."""
+    import html as html_lib
+    import re
+
+    from mvt_pipeline.registry import load_registry
+    from mvt_pipeline.reports.decision_view import primary_lift_text, primary_share
+    from mvt_pipeline.reports.formatting import fmt_effect, fmt_number, is_share_scale
+
+    data, nights, rest = pipeline
+    last = rest[0].dagster_run.tags["dagster/partition"]
+    reports = data / "reports"
+    kept = [r.dagster_run.tags["dagster/partition"] for r in nights]
+    root = (reports / "index.html").read_text()
+    for night in kept:
+        assert (reports / night / "index.html").exists() and f'href="{night}/index.html"' in root
+    registry = load_registry(data / "registry")
+    metrics = {m.name: m for m in registry.metrics}
+    index = html_lib.unescape((reports / last / "index.html").read_text())
+    assert f"Night {last}" in index
+    decisions = query(data, "select * from analysis.decisions where as_of = ?", [last])
+    effects = query(data, "select * from analysis.effects where as_of = ? and status = 'ok'", [last])
+    guardrails = query(data, "select * from analysis.guardrails where as_of = ?", [last])
+    for row in decisions.to_dict("records"):
+        page_html = (reports / last / f"{row['experiment_id']}.html").read_text()
+        page = html_lib.unescape(page_html)
+        assert f"Night {last}" in page and row["report_path"] == str(reports / last / f"{row['experiment_id']}.html")
+        metric = metrics[row["primary_metric"]]
+        lift = primary_lift_text(row, metric, primary_share(row, metric))
+        assert row["label"] in page and row["label"] in index
+        assert lift in page and lift in index and (row["primary_estimate"] is None or lift != "\u2013")
+        for e in effects[effects.experiment_id == row["experiment_id"]].itertuples():
+            levels = effects.loc[(effects.experiment_id == row["experiment_id"]) & (effects.metric == e.metric),
+                                 "control_mean"]
+            share = is_share_scale(metrics[e.metric].kind, levels)  # a rate reads in pp
+            assert fmt_effect(e.estimate, share) in page, (e.metric, e.term, e.estimate)
+        g = guardrails[guardrails.experiment_id == row["experiment_id"]]
+        table = re.search(r'<table class="effects guardrails">.*?</table>', page_html, re.S)
+        assert (table is None and g.empty) or table.group(0).count("<tr>") - 1 == len(g)
+    # the cells table of a quantile metric: its P95 per cell (what the guardrail compares), not a mean
+    q = query(data, "select cell_id, quantile_value from marts.agg_cell_quantiles"
+                    " where experiment_id = 'checkout_mvt' and metric = 'latency_p95'")
+    page = html_lib.unescape((reports / last / "checkout_mvt.html").read_text())
+    assert "latency_p95 P95" in page and "latency_p95 mean" not in page
+    for r in q.itertuples():
+        assert fmt_number(r.quantile_value) in page

@@ -237,9 +237,8 @@ def test_quality_and_cells_tables(report):
 
 def test_index_links_relative_and_escaped():
     entries = [
-        {"experiment_id": "checkout_mvt", "status": "running", "decision_label": "ship",
-         "report_file": "checkout_mvt/report 1.html", "primary_metric": "checkout_conversion",
-         "top_effect_text": f"cta_color=green +2.1 pp {EVIL}"},
+        {"experiment_id": "checkout_mvt", "status": "running", "decision": {"label": f"ship: {EVIL}"},
+         "report_file": "checkout_mvt/report 1.html", "primary_metric": "checkout_conversion"},
         {"experiment_id": "pricing_abn", "status": "stopped", "decision_label": "stop: guardrail breached",
          "report_file": "pricing_abn.html", "primary_metric": "signup_conversion", "top_effect_text": None},
     ]
@@ -397,17 +396,23 @@ def test_significance_follows_the_decision_basis(experiment, metrics, new_effect
 
 
 def test_forest_plot_draws_always_valid_band_behind_fixed_bar(full_report, report):
-    svg = re.findall(r"<svg\b.*?</svg>", full_report, re.S)[0]
-    bands = re.findall(r'<line class="outer" x1="([\d.]+)" y1="([\d.]+)" x2="([\d.]+)"', svg)
-    assert len(bands) == 3  # three estimable checkout_conversion rows
-    first_band = svg.index('class="outer"')
-    # each band precedes (is drawn under) the fixed bar of the same row, and is wider
-    x1, y, x2 = map(float, bands[0])
-    fixed = re.search(rf'<line x1="([\d.]+)" y1="{re.escape(bands[0][1])}" x2="([\d.]+)"', svg[first_band:])
-    assert fixed and x1 < float(fixed.group(1)) and float(fixed.group(2)) < x2
+    from mvt_pipeline.reports.forest_plot import ForestRow
+    from mvt_pipeline.reports.plots import _forest_figure
+
+    rows = [ForestRow("a: a1 vs a0", 0.02, 0.01, 0.03, "+2", "good", -0.01, 0.05),
+            ForestRow("b: b1 vs b0", -0.01, -0.02, 0.0, "-1", "neutral", -0.04, 0.02)]
+    fig, _ = _forest_figure(rows, "Effects", "Effect (pp)", None)
+    ax = fig.axes[0]
+    segs = [(c.get_zorder(), float(c.get_linewidth()[0]), [tuple(p[:, 0]) for p in c.get_segments()])
+            for c in ax.collections if c.get_segments() and len(c.get_segments()[0]) == 2
+            and c.get_segments()[0][0][1] == c.get_segments()[0][1][1]]
+    outer = sorted(x for z, w, ss in segs if w > 5 for x in ss)
+    inner = sorted(x for z, w, ss in segs if w <= 5 for x in ss)
+    assert outer == sorted([(-0.01, 0.05), (-0.04, 0.02)]) and inner == sorted([(0.01, 0.03), (-0.02, 0.0)])
+    assert max(z for z, w, _ in segs if w > 5) < min(z for z, w, _ in segs if w <= 5)  # band under the bar
     assert "always-valid" in full_report.split("</svg>", 1)[1][:400]  # legend under the plot
-    assert 'class="outer"' not in report  # old frames: no band, no legend
-    assert "wide pale band" not in report
+    assert "wide pale band" not in report  # old frames: no band, no legend
+    assert "(pp), treatment \u2212 control" in full_report  # the axis says its unit
 
 
 def test_cuped_note_and_pre_imbalance_warning(full_report, experiment, metrics, new_effects, cells):
@@ -491,3 +496,28 @@ def test_which_cell_is_best(full_report, experiment, metrics, new_effects, cells
     empty = render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED,
                                      bayes=_bayes().iloc[4:])
     assert "No Bayesian read-out for checkout_conversion" in empty
+
+
+def test_best_cell_ranks_guardrail_harm_last_and_shows_the_guardrails(experiment, metrics, new_effects, cells):
+    """The most likely best cell harms a guardrail: it is listed after the clean cells, never marked
+    as the top, and every cell shows its worst status (its own rows and its levels' rows)."""
+    from mvt_pipeline.analysis.guardrails import GUARDRAIL_COLUMNS
+
+    top = "cta_color=green|validation=on_submit"
+    guardrails = pd.DataFrame([
+        {"scope": "cell", "cell": top, "metric": "latency_p95", "status": "harm"},
+        {"scope": "cell", "cell": "cta_color=green|validation=inline", "metric": "latency_p95", "status": "ok"},
+        {"scope": "cell", "cell": "cta_color=blue|validation=inline", "metric": "latency_p95", "status": "ok"},
+        {"scope": "level", "cell": "validation=inline", "metric": "latency_p95", "status": "inconclusive"},
+    ]).reindex(columns=GUARDRAIL_COLUMNS)
+    doc = render_experiment_report(experiment, metrics, new_effects, cells, SRM, DECISION, QUALITY, GENERATED,
+                                   bayes=_bayes(), guardrails=guardrails)
+    section = doc[doc.index("<h2>Which cell is best</h2>"):]
+    section = section[:section.index("</section>")]
+    rows = re.findall(r"<tr([^>]*)><td>(.*?)</td>", section)
+    labels = [r[1] for r in rows]
+    assert labels[-1].startswith("cta_color=green · validation=on_submit")
+    assert 'class="top"' not in rows[-1][0]
+    assert "<th>Guardrails</th>" in section and ">harm<" in section and ">inconclusive<" in section
+    assert "Guardrails" in doc[:doc.index("<h2>Which cell is best</h2>")]  # the guardrails section itself
+    assert parse(doc).errors == []

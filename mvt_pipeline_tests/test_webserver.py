@@ -124,7 +124,8 @@ def test_graphql_lists_assets_edges_and_checks(webserver):
         assert "Daily" in (node["partitionDefinition"] or {}).get("description", ""), key
     assert by_key["stg_events"]["groupName"] == "staging" and by_key["agg_cell_stats"]["groupName"] == "marts"
     assert {"team": "team-checkout"} in by_key["factorial_effects"]["owners"]  # the registry owner
-    for key in ("raw_events", "factorial_effects", "decision_reports", "stg_events", "agg_cell_stats"):
+    assert by_key["decision_reports"]["assetMaterializations"][0]["partition"] == "2026-11-02"  # HTML, no table
+    for key in ("raw_events", "factorial_effects", "experiment_decisions", "stg_events", "agg_cell_stats"):
         mats = by_key[key]["assetMaterializations"]
         assert mats and mats[0]["partition"] == "2026-11-02", key
         entries = {e["label"]: e for e in mats[0]["metadataEntries"]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ..ingest.validation_sql import PII_PATTERNS
+from ..units import fmt_level
 from .model import PLATFORM, Alert
 
 _PII = re.compile("|".join(f"(?:{p})" for p in PII_PATTERNS.values()))
@@ -35,18 +36,17 @@ def safe_details(details: dict) -> dict:
 
 
 def _fmt(x, unit: str | None = None) -> str:
-    if isinstance(x, float):
-        text = f"{x:.0%}" if unit == "of error budget" else f"{x:.4g}"
-    else:
-        text = str(x)
-    return text + (f" {unit}" if unit and unit != "of error budget" else "")
+    """Observed, threshold and control are levels (a rate, a P95) or a budget share."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return f"{x:.0%} of error budget" if unit == "of error budget" else fmt_level(x, unit)
+    return str(x) + (f" {unit}" if unit else "")
 
 
 def report_link(details: dict, report_base_url: str | None) -> str | None:
     report = details.get("report")
     if not report:
         return None
-    name = str(report).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "/".join(str(report).replace("\\", "/").rsplit("/", 2)[-2:])  # <as_of>/<experiment>.html
     return f"{report_base_url.rstrip('/')}/{name}" if report_base_url else str(report)
 
 

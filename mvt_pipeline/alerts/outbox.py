@@ -21,7 +21,7 @@ from ..warehouse.analysis_schema import ensure_table
 from .model import Alert, Signal
 from .policy import LastAlert
 
-MAX_ATTEMPTS = 5  # a target still failing after this many deliveries is given up (status stays failed)
+MAX_ATTEMPTS = 5  # a target still failing after this many deliveries (one per tick) is given up: given_up
 _COLUMNS = ("alert_key", "run_id", "experiment_id", "symptom", "kind", "severity", "route", "asset", "check_name",
             "partition", "message", "details", "owner", "status", "delivered_to", "attempts", "last_error",
             "created_at", "delivered_at")

@@ -24,6 +24,7 @@ from .transport import post_slack, post_webhook
 
 TICK_BUDGET_S = 40.0  # under Dagster's 60 s sensor timeout, with room to record the outcomes
 MAX_DELIVERIES_PER_CALL = 20
+RETRY_MARKER = ".due"  # present while alerts in analysis.alerts still wait for a delivery
 
 
 @dataclass
@@ -101,7 +102,7 @@ def deliver(alert: Alert, s: Settings, channels: dict[str, str]) -> Alert:
     alert.attempts += 1
     alert.delivered_to = ",".join(sorted(done))
     alert.last_error = "; ".join(errors)[:500] or None
-    alert.status = "failed" if errors else "delivered"
+    alert.status = ("given_up" if alert.attempts >= outbox.MAX_ATTEMPTS else "failed") if errors else "delivered"
     if not errors:
         alert.delivered_at = utc_now()
     return alert
@@ -120,11 +121,31 @@ def _record(conn, signals: list[Signal], s: Settings, owners: dict[str, str], lo
     return new
 
 
+def _spool_dir(s: Settings):
+    return s.data_dir / "alerts" / "outbox"
+
+
+def has_work(s: Settings | None = None) -> bool:
+    """Whether anything is spooled or still due, without opening the warehouse (the outbox sensor
+    must not take DuckDB's single write lock every minute for nothing: a run may need it)."""
+    spool_dir = _spool_dir(s or load_settings())
+    return spool_dir.is_dir() and (any(spool_dir.glob("*.json")) or (spool_dir / RETRY_MARKER).exists())
+
+
+def _mark_retry(spool_dir, due_left: bool) -> None:
+    marker = spool_dir / RETRY_MARKER
+    if due_left:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    else:
+        marker.unlink(missing_ok=True)
+
+
 def raise_alerts(log, signals: list[Signal], s: Settings | None = None, budget_s: float = TICK_BUDGET_S) -> Summary:
     """Record tonight's signals as alerts, deliver what is due (new and earlier undelivered ones),
     record the outcomes. Never raises for a target or a busy warehouse."""
     s = s or load_settings()
-    spool_dir = s.data_dir / "alerts" / "outbox"
+    spool_dir = _spool_dir(s)
     summary = Summary()
     owners, channels = _routing(s)
     conn = _connect(s)
@@ -153,10 +174,13 @@ def raise_alerts(log, signals: list[Signal], s: Settings | None = None, budget_s
             log.info(f"{len(due) - len(done)} alerts left for the next tick (time budget)")
             break
         done.append(deliver(alert, s, channels))
-        if alert.status == "failed":
-            log.error(f"alert delivery failed ({alert.experiment_id} {alert.symptom}): {alert.last_error}")
+        if alert.status in ("failed", "given_up"):
+            log.error(f"alert delivery failed ({alert.experiment_id} {alert.symptom}, attempt {alert.attempts}"
+                      f"{', giving up' if alert.status == 'given_up' else ''}): {alert.last_error}")
     summary.delivered = [a for a in done if a.status == "delivered"]
-    summary.failed = [a for a in done if a.status == "failed"]
+    summary.failed = [a for a in done if a.status in ("failed", "given_up")]
+    _mark_retry(spool_dir, any(a.status == "failed" for a in done) or len(done) < len(due)
+                or len(due) == MAX_DELIVERIES_PER_CALL)
     if done:
         conn = _connect(s)
         if conn is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import Experiment, Registry
+from ..reports.night_files import page_path
 from .budget_burn import budget_burn
 from .decisions import DECISION_COLUMNS, NightFacts, decide, decision_row
 from .guardrails import GUARDRAIL_COLUMNS, all_guardrails
@@ -173,7 +174,7 @@ def decide_night(registry: Registry, inputs: DecisionInputs, as_of: dt.date, rep
         b = burn[burn["experiment_id"] == exp.id] if not burn.empty else burn
         decision = decide(exp, registry, guardrails=g, burn=b, cell_stats=inputs.cell_stats,
                           cell_quantiles=inputs.cell_quantiles, facts=facts, as_of=as_of)
-        decision["report_path"] = str(Path(reports_dir) / f"{exp.id}.html")
+        decision["report_path"] = str(page_path(reports_dir, as_of, f"{exp.id}.html"))
         decided[exp.id] = decision
         rows.append(decision_row(decision, decision["report_path"]))
     decisions = pd.DataFrame(rows, columns=DECISION_COLUMNS)

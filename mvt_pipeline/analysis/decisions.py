@@ -36,13 +36,17 @@ import pandas as pd
 from ..registry import Experiment, Registry
 from ..stats import holm, one_sided_p_value, sequential_ci
 from ..stats.power import _multiplier as power_multiplier
+from ..units import fmt_diff, fmt_level
 from .cell_contrasts import cell_levels, control_cell, experiment_contrasts
 from .guardrails import method_of
 from .srm_table import SRM_ALPHA
 
 DECISIONS = ("invalid", "pause", "stop_harm", "ship", "stop_futility", "keep_running", "conclude_no_effect")
 DECISION_COLUMNS = ["experiment_id", "decision", "label", "cell", "flag_key", "variant", "flags", "rule",
-                    "inputs", "days_needed", "reasons", "degradations", "report_path"]
+                    "inputs", "days_needed", "reasons", "degradations", "report_path", "primary_metric",
+                    "primary_cell", "primary_control_value", "primary_estimate", "primary_ci_low", "primary_ci_high",
+                    "primary_interval", "guardrail_status", "days_running"]
+GUARDRAIL_RANK = {"ok": 0, "inconclusive": 1, "harm": 2}
 
 
 @dataclass
@@ -62,11 +66,6 @@ def _num(x):
     if isinstance(x, (np.integer, int)):
         return int(x)
     return float(f"{float(x):.6g}")
-
-
-def _unit(registry: Registry, metric: str) -> str:
-    unit = registry.metric(metric).unit
-    return f" {unit}" if unit else ""
 
 
 def flags_of(experiment: Experiment, cell: str) -> dict[str, str]:
@@ -137,12 +136,11 @@ def _pause(experiment: Experiment, registry: Registry, burn: pd.DataFrame) -> di
 
 
 def _harm_text(registry: Registry, row) -> str:
-    unit = _unit(registry, row.metric)
-    worse = abs(row.estimate)
-    margin = "no margin" if pd.isna(row.margin) else f"margin {row.margin:g}{unit}"
-    return (f"{row.metric} is {worse:.4g}{unit} worse in {row.cell} than in control "
-            f"({row.treatment_value:.4g}{unit} vs {row.control_value:.4g}{unit}; harm up to {row.harm_bound:.4g}{unit}, "
-            f"{margin}; Holm p = {row.p_harm_adjusted:.2g}).")
+    unit = registry.metric(row.metric).unit
+    margin = "no margin" if pd.isna(row.margin) else f"margin {fmt_diff(row.margin, unit, signed=False)}"
+    return (f"{row.metric} is {fmt_diff(abs(row.estimate), unit, signed=False)} worse in {row.cell} than in control "
+            f"({fmt_level(row.treatment_value, unit)} vs {fmt_level(row.control_value, unit)}; harm up to "
+            f"{fmt_diff(row.harm_bound, unit, signed=False)}, {margin}; Holm p = {row.p_harm_adjusted:.2g}).")
 
 
 def _stop_harm(experiment: Experiment, registry: Registry, guardrails: pd.DataFrame) -> dict | None:
@@ -208,15 +206,17 @@ def _ship(experiment: Experiment, registry: Registry, guardrails: pd.DataFrame, 
     if eligible.empty:
         return None
     best = eligible.sort_values("gain", ascending=False).iloc[0]
-    metric, unit = best["metric"], _unit(registry, best["metric"])
-    reasons = [f"{best['cell_id']} beats control on {metric} by {best['estimate']:+.4g}{unit} "
-               f"({best['treatment_value']:.4g}{unit} vs {best['control_value']:.4g}{unit}; interval "
-               f"[{best['gain_low']:+.4g}, {best['gain_high']:+.4g}]{unit}; Holm p = {best['p_gain_adjusted']:.2g})."]
+    metric, unit = best["metric"], registry.metric(best["metric"]).unit
+    reasons = [f"{best['cell_id']} beats control on {metric} by {fmt_diff(best['estimate'], unit)} "
+               f"({fmt_level(best['treatment_value'], unit)} vs {fmt_level(best['control_value'], unit)}; gain "
+               f"interval [{fmt_diff(best['gain_low'], unit)}, {fmt_diff(best['gain_high'], unit)}]; "
+               f"Holm p = {best['p_gain_adjusted']:.2g})."]
     if n_guardrails:
         reasons.append(f"Every guardrail of {best['cell_id']} is non-inferior ({', '.join(experiment.metrics.guardrails)}).")
     skipped = winners[~winners["cell_id"].isin(ok_cells) & (winners["gain"] > best["gain"])]
     for r in skipped.itertuples():
-        reasons.append(f"{r.cell_id} gains more ({r.estimate:+.4g}{unit}) but not all its guardrails are non-inferior.")
+        reasons.append(f"{r.cell_id} gains more ({fmt_diff(r.estimate, unit)}) but not all its guardrails are "
+                       "non-inferior.")
     inputs = {"metric": metric, "estimate": _num(best["estimate"]), "control_value": _num(best["control_value"]),
               "treatment_value": _num(best["treatment_value"]), "gain_low": _num(best["gain_low"]),
               "gain_high": _num(best["gain_high"]), "p_gain_adjusted": _num(best["p_gain_adjusted"]),
@@ -231,10 +231,10 @@ def _futility(experiment: Experiment, registry: Registry, primary: pd.DataFrame)
         return None
     if not (primary["gain_high"] < experiment.mde).all():
         return None
-    unit = _unit(registry, primary["metric"].iloc[0])
+    unit = registry.metric(primary["metric"].iloc[0]).unit
     best = primary.sort_values("gain_high", ascending=False).iloc[0]
-    reasons = [f"No combination can reach the MDE of {experiment.mde:g}{unit} on {best['metric']}: the highest "
-               f"interval bound is {best['gain_high']:+.4g}{unit} ({best['cell_id']}).",
+    reasons = [f"No combination can reach the MDE of {fmt_diff(experiment.mde, unit, signed=False)} on "
+               f"{best['metric']}: the highest interval bound is {fmt_diff(best['gain_high'], unit)} ({best['cell_id']}).",
                "Stop and free the traffic; the ideas did not move the metric by the size that was worth shipping."]
     inputs = {"metric": best["metric"], "mde": experiment.mde, "max_gain_high": _num(best["gain_high"]),
               "cells": int(len(primary))}
@@ -295,7 +295,8 @@ def decide(experiment: Experiment, registry: Registry, *, guardrails: pd.DataFra
         if len(inconclusive):
             reasons.append(f"{len(inconclusive)} guardrail rows are still inconclusive (margin not yet shown).")
         if need is not None:
-            reasons.append(f"About {need} more days at the current traffic to detect the MDE of {experiment.mde:g} "
+            reasons.append(f"About {need} more days at the current traffic to detect the MDE of "
+                           f"{fmt_diff(experiment.mde, registry.metric(experiment.metrics.primary[0]).unit, signed=False)} "
                            f"with {experiment.power:.0%} power.")
         inputs = {"best_gain": _num(primary["gain"].max()) if not primary.empty else None,
                   "best_p_gain_adjusted": _num(primary["p_gain_adjusted"].min()) if not primary.empty else None,
@@ -306,7 +307,26 @@ def decide(experiment: Experiment, registry: Registry, *, guardrails: pd.DataFra
                             days_needed=need))
     decision["inputs"] = {**decision["inputs"], "rules": rules.model_dump()}
     decision["degradations"] = degradations(experiment, registry, cell_stats, cell_quantiles)
+    decision.update(primary_summary(experiment, registry, primary, decision.get("cell") if decision["decision"] == "ship" else None))
+    statuses = [] if guardrails.empty else list(guardrails["status"])
+    decision["guardrail_status"] = max(statuses, key=GUARDRAIL_RANK.get) if statuses else None
+    decision["days_running"] = max((as_of - experiment.start_date).days + 1, 0)
     return decision
+
+
+def primary_summary(experiment: Experiment, registry: Registry, primary: pd.DataFrame, cell: str | None) -> dict:
+    """The primary lift every surface shows (index, page, metadata): the shipped combination, else
+    the leading one, vs control, with its interval on the decision basis (always-valid by default),
+    in the metric's scale (treatment − control)."""
+    out = {"primary_metric": experiment.metrics.primary[0], "primary_interval": experiment.decision_basis}
+    if primary.empty:
+        return out
+    rows = primary[primary["cell_id"] == cell] if cell else primary.iloc[0:0]
+    best = (rows if len(rows) else primary.sort_values("gain", ascending=False)).iloc[0]
+    sign = 1.0 if registry.metric(best["metric"]).direction == "higher" else -1.0  # gain = sign x estimate
+    low, high = sorted((sign * float(best["gain_low"]), sign * float(best["gain_high"])))
+    return {**out, "primary_cell": best["cell_id"], "primary_control_value": _num(best["control_value"]),
+            "primary_estimate": _num(best["estimate"]), "primary_ci_low": _num(low), "primary_ci_high": _num(high)}
 
 
 def decision_row(decision: dict, report_path: str | None) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ..alerts.model import PLATFORM, Signal
-from ..alerts.service import raise_alerts
+from ..alerts.service import has_work, raise_alerts
 
 
 def _metadata_value(metadata, key):
@@ -79,5 +79,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext):
            description="Delivers alerts that are still due: spooled while the warehouse was busy, or whose "
                        "target failed on an earlier tick (bounded work per tick).")
 def alert_outbox(context: dg.SensorEvaluationContext):
+    if not has_work():
+        return dg.SkipReason("nothing spooled or due")
     summary = raise_alerts(context.log, [])
     return dg.SkipReason(f"{len(summary.delivered)} delivered, {len(summary.failed)} still failing")

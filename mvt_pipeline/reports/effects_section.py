@@ -20,7 +20,8 @@ from mvt_pipeline.registry.models import Experiment, Metric
 
 from ..stats.cuped import IMBALANCE_ALPHA  # pre-period imbalance flag (docs/statistics.md, section 4)
 
-from .forest_plot import ForestRow, render_forest_plot
+from .forest_plot import ForestRow
+from .plots import forest_svg
 from .formatting import (
     DASH, esc, finite, fmt_count, fmt_effect, fmt_interval, fmt_level, fmt_number, fmt_p, fmt_percent,
     fmt_p_phrase, fmt_share_change,
@@ -196,7 +197,7 @@ def metric_section(exp: Experiment, name: str, role: str, metric: Metric | None,
     for row in rows.to_dict("records"):
         label_contrast = contrast(exp, row["term"], row["level"])
         label = f"{row['term']}: {label_contrast}"
-        alias_td = (f"<td>{esc(row['aliases']) if not pd.isna(row['aliases']) else ''}</td>"
+        alias_td = (f"<td>{esc(row['aliases']).replace(':', ':<wbr>') if not pd.isna(row['aliases']) else ''}</td>"
                     if has_aliases else "")
         status = "ok" if pd.isna(row["status"]) else str(row["status"])
         if status != "ok":
@@ -227,9 +228,13 @@ def metric_section(exp: Experiment, name: str, role: str, metric: Metric | None,
             f"{effect_fmt(row['estimate'])} {fmt_interval(row['ci_low'], row['ci_high'], effect_fmt)}", tone,
             bound(seq_low), bound(seq_high)))
     thead = "".join(f"<th>{h}</th>" for h in head)
-    tick = (lambda v: f"{v * 100:+g} pp" if v else "0 pp") if share else (
+    tick = (lambda v: f"{v * 100:+g}" if v else "0") if share else (  # the axis title carries the unit
         lambda v: fmt_number(v, signed=True, digits=3))
-    plot = render_forest_plot(plot_rows, tick, f"Effects on {name}")
+    unit = "pp" if share else (metric.unit if metric is not None and metric.unit else "")
+    what = f"P{100 * (metric.q or 0.5):g} " if metric is not None and metric.kind == "quantile" else ""
+    plot = forest_svg(plot_rows, title=f"Effects on {name}",
+                      x_label=f"Effect on {what}{name}" + (f" ({unit})" if unit else "") + ", treatment \u2212 control",
+                      tick_format=tick)
     legend = ("<p class=\"muted small legend\">Plot: dot and thin bar = estimate and fixed-horizon "
               f"{ci_label}; wide pale band = always-valid {ci_label}.</p>"
               if any(r.outer_low is not None or r.outer_high is not None for r in plot_rows) else "")

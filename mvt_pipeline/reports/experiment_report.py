@@ -13,18 +13,60 @@ effects that could not be estimated are shown with their reason rather than sile
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+
 import pandas as pd
 
 from mvt_pipeline.registry.models import Experiment, Metric
 
 from .best_cell_section import best_cell_section
+from .decision_view import decision_view, worst_status
+from .diagnostics_view import assignment_text, cuped_text, source_quality_table, srm_margins
 from .effects_section import effects_section, metric_kind
 from .formatting import esc, finite, fmt_count, fmt_free, fmt_level, fmt_number, fmt_p, fmt_percent, is_share_scale
-from .guardrails_section import guardrails_section
+from .guardrails_section import burn_section, guardrails_section, run_links, turn_off_text
 from .page import decision_tone, fmt_timestamp, page
 from .segments_section import (
     HETEROGENEITY_OPTIONAL, HETEROGENEITY_REQUIRED, HTE_OPTIONAL, HTE_REQUIRED, prepare, segments_section,
 )
+from .trends import (
+    cell_values, cumulative_effect_plot, exposures_plot, guardrail_plots, interaction_plot, srm_plot, value_label,
+)
+
+
+@dataclass(frozen=True)
+class ReportNight:
+    """Which night a page shows and where it came from (stated on every page)."""
+
+    as_of: dt.date
+    generated_at: dt.datetime
+    run_id: str | None = None
+    dagster_base_url: str | None = None
+
+    @property
+    def run_url(self) -> str | None:
+        return f"{self.dagster_base_url.rstrip('/')}/runs/{self.run_id}" if self.dagster_base_url and self.run_id else None
+
+    @property
+    def check_url(self) -> str | None:
+        base = self.dagster_base_url
+        return f"{base.rstrip('/')}/assets/experiment_decisions?view=checks" if base else None
+
+
+@dataclass
+class ExperimentHistory:
+    """One experiment's kept nights and per-day rows (the time series and the diagnostics)."""
+
+    effects: pd.DataFrame | None = None
+    guardrails: pd.DataFrame | None = None
+    srm: pd.DataFrame | None = None
+    exposures: pd.DataFrame | None = None
+    source_quality: pd.DataFrame | None = None
+    sources: tuple | list = ()
+    loss: pd.DataFrame | None = None
+    cell_stats: pd.DataFrame | None = None
+    cell_quantiles: pd.DataFrame | None = None
+    burn: pd.DataFrame | None = None
 
 EFFECT_COLUMNS = [
     "experiment_id", "metric", "metric_role", "term", "level", "aliases", "estimate", "std_error", "ci_low",
@@ -71,7 +113,15 @@ def _check_columns(frame: pd.DataFrame | None, required: list[str], name: str) -
     return frame
 
 
-def _header(exp: Experiment, generated_at: dt.datetime) -> str:
+def _night_line(exp: Experiment, generated_at: dt.datetime, night: ReportNight | None) -> str:
+    if night is None:
+        return f"<div class=\"muted small\">Report generated {fmt_timestamp(generated_at)}</div>"
+    return (f"<div class=\"night\"><b>Night {esc(night.as_of.isoformat())}</b> \u00b7 data "
+            f"{esc(exp.start_date.isoformat())} \u2192 {esc(night.as_of.isoformat())} (dumps up to that day) "
+            f"\u00b7 generated {fmt_timestamp(night.generated_at)}</div>")
+
+
+def _header(exp: Experiment, generated_at: dt.datetime, night: ReportNight | None = None) -> str:
     dates = f"{esc(exp.start_date.isoformat())} \u2192 {esc(exp.end_date.isoformat()) if exp.end_date else 'open'}"
     design = esc(exp.design.type) + (f" ({esc(', '.join(exp.design.generators))})" if exp.design.generators else "")
     rows = [("Owner", esc(exp.owner)), ("Status", esc(exp.status)), ("Dates", dates), ("Unit", esc(exp.unit)),
@@ -83,34 +133,16 @@ def _header(exp: Experiment, generated_at: dt.datetime) -> str:
         for f in exp.factors
     )
     return (
-        f"<header><h1>Experiment {esc(exp.id)}</h1>"
-        f"<div class=\"muted small\">Report generated {fmt_timestamp(generated_at)}</div>"
+        f"<header><h1>Experiment {esc(exp.id)}</h1>{_night_line(exp, generated_at, night)}"
         f"<dl class=\"meta\">{meta}</dl>"
         "<table class=\"factors\"><thead><tr><th>Factor</th><th>Control level</th><th>Other levels</th>"
         f"<th>Flag key</th></tr></thead><tbody>{factors}</tbody></table></header>"
     )
 
 
-def _decision(decision: dict | None) -> str:
-    decision = decision or {}
-    label = decision.get("label") or "no decision"
-    reasons = [r for r in (decision.get("reasons") or []) if r is not None]
-    if decision.get("rule"):
-        reasons.append(f"Rule: {decision['rule']}" + (f"; cell: {decision['cell']}" if decision.get("cell") else "")
-                       + (f"; about {decision['days_needed']} more days needed" if decision.get("days_needed")
-                          not in (None, "") and not pd.isna(decision["days_needed"]) else "") + ".")
-    items = "".join(f"<li>{esc(r)}</li>" for r in reasons)
-    return (
-        f"<section class=\"decision {decision_tone(label)}\" aria-label=\"decision\">"
-        f"<div class=\"muted small\">Decision</div><div class=\"label\">{esc(label)}</div>"
-        + (f"<ul>{items}</ul>" if items else "")
-        + "</section>"
-    )
-
-
 def _srm(srm: dict | None) -> str:
     if not srm:
-        return "<section><h2>Sample ratio</h2><p class=\"muted\">SRM check not available.</p></section>"
+        return "<section><h3>Sample ratio</h3><p class=\"muted\">SRM check not available.</p></section>"
     passed = bool(srm.get("passed"))
     verdict = ("<span class=\"srm pass\">No sample ratio mismatch</span>" if passed
                else "<span class=\"srm fail\">Sample ratio mismatch: effects below are not trustworthy</span>")
@@ -129,7 +161,7 @@ def _srm(srm: dict | None) -> str:
                     f"<td class=\"num\">{fmt_percent(share)}</td></tr>")
     table = ("<table><thead><tr><th>Cell</th><th>Observed units</th><th>Expected units</th><th>Observed share</th>"
              f"<th>Planned share</th></tr></thead><tbody>{''.join(rows)}</tbody></table>") if rows else ""
-    return f"<section><h2>Sample ratio</h2><p>{verdict} ({stats})</p>{table}</section>"
+    return f"<section><h3>Sample ratio</h3><p>{verdict} ({stats})</p>{table}</section>"
 
 
 def _cell_label(cell_id: str) -> str:
@@ -145,9 +177,33 @@ def _cell_sort_key(exp: Experiment, cell_id: str) -> tuple:
     return (*key, cell_id)
 
 
-def _cells(exp: Experiment, shares: dict[str, bool], cells: pd.DataFrame) -> str:
+def _cell_rows(exp: Experiment, metrics: dict[str, Metric], cells: pd.DataFrame,
+               history: ExperimentHistory | None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """cell_id, metric, n, mean per cell and what each metric's value is: the engine's cell
+    estimates (a quantile's P95, a ratio's ratio) when the cell statistics are given, else `cells`."""
+    labels = {}
+    if history is not None and (history.cell_stats is not None or history.cell_quantiles is not None):
+        frames = []
+        for name, _role in exp.metrics.by_role():
+            metric = metrics.get(name)
+            if metric is None:
+                continue
+            v = cell_values(exp, metric, history.cell_stats, history.cell_quantiles)
+            frames.append(pd.DataFrame({"cell_id": v["cell_id"], "metric": name, "n": v["n"], "mean": v["value"]}))
+            labels[name] = value_label(metric, name)
+        frames = [f for f in frames if not f.empty]
+        if frames:
+            return pd.concat(frames, ignore_index=True), labels
+    for name in cells["metric"].astype(str).unique() if len(cells) else []:
+        metric = metrics.get(name)
+        labels[name] = value_label(metric, name) if metric is not None and metric.kind != "quantile" else "mean"
+    return cells, labels
+
+
+def _cells(exp: Experiment, shares: dict[str, bool], cells: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
     if cells.empty:
-        return "<section><h2>Cells</h2><p class=\"muted\">No cell statistics.</p></section>"
+        return "<section><h3>Cells</h3><p class=\"muted\">No cell statistics.</p></section>"
     cells = cells.assign(cell_id=cells["cell_id"].astype(str), metric=cells["metric"].astype(str))
     names = list(dict.fromkeys(cells["metric"]))
     declared = [m for m, _ in exp.metrics.by_role()]
@@ -157,7 +213,7 @@ def _cells(exp: Experiment, shares: dict[str, bool], cells: pd.DataFrame) -> str
     lookup = {(r.cell_id, r.metric): (r.n, r.mean) for r in cells.itertuples(index=False)}
     one_n = all(cells.groupby("cell_id")["n"].nunique(dropna=False) <= 1)
     head = ["Cell"] + (["Units"] if one_n else []) + [
-        f"{esc(m)} mean" if one_n else f"{esc(m)} mean (n)" for m in names]
+        f"{esc(m)} {esc(labels.get(m, 'mean'))}" + ("" if one_n else " (n)") for m in names]
     body = []
     for cell in ids:
         is_control = sorted(cell.split("|")) == sorted(control.split("|"))
@@ -172,15 +228,25 @@ def _cells(exp: Experiment, shares: dict[str, bool], cells: pd.DataFrame) -> str
             tds.append(f"<td class=\"num\">{text}</td>")
         body.append(f"<tr>{''.join(tds)}</tr>")
     thead = "".join(f"<th>{h}</th>" for h in head)
-    return (f"<section><h2>Cells</h2><table class=\"cells\"><thead><tr>{thead}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></section>")
+    return (f"<section><h3>Cells</h3><div class=\"wide\"><table class=\"cells\"><thead><tr>{thead}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div></section>")
+
+
+def _view(anchor: str, title: str, parts: list[str]) -> str:
+    return f"<section class=\"view\" id=\"{anchor}\"><h2>{esc(title)}</h2>{''.join(p for p in parts if p)}</section>"
+
+
+def _nav() -> str:
+    """Links to the three views (anchors: no script needed)."""
+    return ("<nav class=\"views\"><a href=\"#decision\">Decision</a> \u00b7 <a href=\"#guardrails\">Guardrails</a>"
+            " \u00b7 <a href=\"#diagnostics\">Diagnostics</a></nav>")
 
 
 def _quality(quality: dict | None) -> str:
     if not quality:
-        return "<section><h2>Data quality</h2><p class=\"muted\">No data-quality summary.</p></section>"
+        return "<section><h3>Data quality</h3><p class=\"muted\">No data-quality summary.</p></section>"
     rows = "".join(f"<tr><td>{esc(k)}</td><td class=\"num\">{fmt_free(v)}</td></tr>" for k, v in quality.items())
-    return (f"<section><h2>Data quality</h2><table class=\"quality\"><tbody>{rows}</tbody></table></section>")
+    return (f"<section><h3>Data quality</h3><table class=\"quality\"><tbody>{rows}</tbody></table></section>")
 
 
 def _footer(exp: Experiment) -> str:
@@ -215,6 +281,8 @@ def render_experiment_report(
     heterogeneity: pd.DataFrame | None = None,
     bayes: pd.DataFrame | None = None,
     guardrails: pd.DataFrame | None = None,
+    night: ReportNight | None = None,
+    history: ExperimentHistory | None = None,
 ) -> str:
     """The full HTML document (str) for one experiment; pure: writes nothing.
 
@@ -230,11 +298,33 @@ def render_experiment_report(
     hte = prepare(hte, HTE_REQUIRED, HTE_OPTIONAL, "hte", experiment.id)
     heterogeneity = prepare(heterogeneity, HETEROGENEITY_REQUIRED, HETEROGENEITY_OPTIONAL, "heterogeneity",
                             experiment.id)
+    history = history or ExperimentHistory()
+    cells, labels = _cell_rows(experiment, metrics, cells, history)
     shares = _shares(metrics, effects, cells)
-    body = "".join([
-        _header(experiment, generated_at), _decision(decision), guardrails_section(guardrails), _srm(srm),
-        effects_section(experiment, metrics, effects, shares), best_cell_section(experiment, metrics, bayes, shares),
-        segments_section(experiment, hte, heterogeneity, shares), _cells(experiment, shares, cells),
-        _quality(quality), _footer(experiment),
-    ])
+    primary = experiment.metrics.primary[0] if experiment.metrics.primary else None
+    primary_metric = metrics.get(primary) if primary else None
+    evidence = [effects_section(experiment, metrics, effects, shares)]
+    if primary_metric is not None:
+        evidence.append(interaction_plot(experiment, primary_metric, shares.get(primary, False), history.cell_stats,
+                                         history.cell_quantiles))
+        evidence.append(cumulative_effect_plot(experiment, primary_metric, primary, shares.get(primary, False),
+                                               history.effects))
+    views = [
+        _view("decision", "Decision", [
+            decision_view(experiment, metrics, decision, shares, worst_status(guardrails)), *evidence,
+            best_cell_section(experiment, metrics, bayes, shares, guardrails),
+            segments_section(experiment, hte, heterogeneity, shares)]),
+        _view("guardrails", "Guardrails", [
+            turn_off_text(decision), run_links(night.run_url if night else None, night.run_id if night else None,
+                                               night.check_url if night else None),
+            guardrails_section(guardrails) or "<p class=\"muted\">No guardrail rows tonight.</p>",
+            burn_section(history.burn), guardrail_plots(experiment, metrics, shares, history.guardrails)]),
+        _view("diagnostics", "Diagnostics", [
+            _srm(srm), srm_margins(srm), srm_plot(history.srm), assignment_text(quality), cuped_text(effects),
+            exposures_plot(experiment, history.exposures),
+            source_quality_table(history.source_quality, list(history.sources), history.loss)
+            if history.source_quality is not None else "",
+            _cells(experiment, shares, cells, labels), _quality(quality)]),
+    ]
+    body = "".join([_header(experiment, generated_at, night), _nav(), *views, _footer(experiment)])
     return page(f"Experiment {experiment.id}: {(decision or {}).get('label') or 'no decision'}", body)

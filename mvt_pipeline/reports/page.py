@@ -40,8 +40,15 @@ dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; }
 tr.good td.sig { color: var(--good); font-weight: 700; } tr.bad td.sig { color: var(--bad); font-weight: 700; }
 tr.unavailable td { color: var(--muted); font-style: italic; }
 .srm.pass { color: var(--good); } .srm.fail { color: var(--bad); font-weight: 700; }
-.wide { overflow-x: auto; }
-table.effects { font-size: 13px; } table.effects th, table.effects td { padding: 4px 6px; }
+/* Effects tables (up to 14 columns: two intervals, p, q, always-valid q, Sig., Aliased with).
+   On a 1280 px screen every column shows without scrolling: small type, tight padding, headers
+   wrap, and the long "Aliased with" labels (a:b:c, no spaces) may break anywhere. Narrower screens
+   (phones) scroll the table inside its .wide container instead of the page. */
+.wide { overflow-x: auto; max-width: 100%; }
+table.effects { font-size: 12px; }
+table.effects th, table.effects td { padding: 3px 5px; }
+table.effects th { font-size: 11.5px; vertical-align: bottom; }
+table.effects td:last-child:not(.sig) { overflow-wrap: anywhere; min-width: 8em; }
 th .tag { display:block; font-weight: 400; font-size: 11px; color: var(--info); }
 td.av { background: #f3f8ff; }
 p.note { margin: 2px 0 6px; } p.warn-note { color: var(--warn); font-weight: 600; }
@@ -55,6 +62,26 @@ svg.forest { display: block; margin: 4px 0 12px; max-width: 100%; height: auto; 
 svg.forest text { font: 11px system-ui, sans-serif; fill: var(--ink); }
 footer { margin-top: 32px; padding-top: 12px; border-top: 1px solid var(--line); color: var(--muted); }
 footer li { margin: 3px 0; }
+/* Print: A4 LANDSCAPE, on purpose. An effects table needs ~950 px at a legible 9.5px, more than
+   A4 portrait's 718 px (210 mm - 2 x 10 mm at 96 px/in) but less than landscape's 1047 px
+   (297 mm - 2 x 10 mm). No column is cut: the scroll container becomes overflow: visible (a printed
+   scrollbar hides columns), rows and plots do not break across pages, the header row repeats on
+   every page, and the status colours and shaded always-valid columns print as on screen.
+   mvt_pipeline_tests/test_browser.py reads this @page rule to size its print-layout check. */
+@media print {
+  @page { size: A4 landscape; margin: 10mm; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  body { font-size: 11px; }
+  main { max-width: none; padding: 0; }
+  h1 { font-size: 18px; } h2 { font-size: 15px; margin-top: 18px; } h3 { font-size: 13px; }
+  h2, h3, h4 { break-after: avoid; page-break-after: avoid; }
+  .wide { overflow: visible; }
+  table.effects { font-size: 9.5px; }
+  table.effects th { font-size: 9px; } table.effects th .tag { font-size: 8px; }
+  table.effects th, table.effects td { padding: 2px 3px; }
+  thead { display: table-header-group; }
+  tr, .decision, svg.forest, dl.meta { break-inside: avoid; page-break-inside: avoid; }
+}
 """
 
 

@@ -1,16 +1,15 @@
-"""A night's decision pages: render each experiment's page (its decision read from
-`analysis.decisions`, so a page, the index and an alert show the same row) and the index, publish them.
+"""A night's decision pages: render each experiment's page and the night's index from the stored
+rows (`analysis.decisions`, `analysis.effects`, `analysis.guardrails`, ...), so a page, the index,
+an alert and the Dagster metadata show the same numbers, then publish them as a kept night.
 
-Why here and not in the asset: it is pure (inputs in, pages and decision rows out) and testable
-without Dagster. Pages are written to temporary names and renamed into place only when every page of
-the night rendered, so a reader never sees a truncated page or an index from another night.
+Why here and not in the asset: it is pure (frames in, pages out) and testable without Dagster.
+`night_files.publish_night` swaps the whole night into place, so a reader never sees a mix.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,23 @@ import pandas as pd
 
 from ..analysis.decision_night import decision_from_row
 from ..registry import Registry
-from .experiment_report import render_experiment_report
-from .index_page import render_index
+from .experiment_report import ExperimentHistory, ReportNight, render_experiment_report
+from .index_page import render_index, render_nights_index
+from .night_files import PublishedNight, publish_night
+
+
+@dataclass
+class NightHistory:
+    """Every kept night up to this one (the time series) and the per-day telemetry quality."""
+
+    effects: pd.DataFrame | None = None
+    guardrails: pd.DataFrame | None = None
+    srm: pd.DataFrame | None = None
+    decisions: pd.DataFrame | None = None
+    exposures: pd.DataFrame | None = None  # experiment_id, cell_id, day, units
+    source_quality: pd.DataFrame | None = None  # day, source, n_lines, n_quarantined, reasons, ...
+    source_contents: pd.DataFrame | None = None  # source, event_type, experiment_id, metric
+    loss: pd.DataFrame | None = None  # per day: sequenced events, lost, loss rate (all sources)
 
 
 @dataclass
@@ -37,79 +51,80 @@ class NightInputs:
     bayes: pd.DataFrame | None = None
     decisions: pd.DataFrame | None = None  # the night's analysis.decisions rows
     guardrails: pd.DataFrame | None = None  # the night's analysis.guardrails rows
-
-
-@dataclass
-class Published:
-    index: Path
-    pages: list[Path] = field(default_factory=list)
-    decisions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    burn: pd.DataFrame | None = None  # the night's analysis.budget_burn rows
+    cell_stats: pd.DataFrame | None = None  # overall agg_cell_stats rows (cell estimates, interaction plot)
+    cell_quantiles: pd.DataFrame | None = None
+    history: NightHistory = field(default_factory=NightHistory)
 
 
 def _srm_dict(row: pd.Series | None) -> dict | None:
     if row is None or pd.isna(row.get("p_value")):
         return None
+    margins = row.get("margin_p_values")
     return {"chi2": row["chi2"], "df": row["df"], "p_value": row["p_value"], "passed": bool(row["passed"]),
-            "observed": json.loads(row["observed"]), "expected_share": json.loads(row["expected_share"])}
+            "observed": json.loads(row["observed"]), "expected_share": json.loads(row["expected_share"]),
+            "margin_p_values": json.loads(margins) if isinstance(margins, str) and margins else {}}
 
 
-def render_night(registry: Registry, inputs: NightInputs, as_of: dt.date, out_dir: Path,
-                 generated_at: dt.datetime | None = None) -> dict[str, str]:
-    """{file name: html} for every non-draft experiment and the index."""
-    generated_at = generated_at or dt.datetime.now(dt.timezone.utc)
+def _of(frame: pd.DataFrame | None, exp_id: str) -> pd.DataFrame | None:
+    if frame is None or "experiment_id" not in frame:
+        return frame
+    return frame[frame["experiment_id"] == exp_id]
+
+
+def experiment_sources(contents: pd.DataFrame | None, registry: Registry, exp) -> list[str]:
+    """The dump sources that carry this experiment's exposures or its metrics' events."""
+    if contents is None or contents.empty:
+        return []
+    events = {registry.metric(m).event_source for m, _ in exp.metrics.by_role()}
+    mine = contents[(contents["experiment_id"] == exp.id) | contents["metric"].isin(events)]
+    return sorted(set(mine["source"].astype(str)))
+
+
+def render_night(registry: Registry, inputs: NightInputs, night: ReportNight) -> dict[str, str]:
+    """{file name: html} for every non-draft experiment and the night's index."""
     metrics = {m.name: m for m in registry.metrics}
-    effects, cells = inputs.effects, inputs.cells
+    effects, cells, history = inputs.effects, inputs.cells, inputs.history
     pages: dict[str, str] = {}
     entries = []
     stored = inputs.decisions if inputs.decisions is not None else pd.DataFrame(columns=["experiment_id"])
-    by_experiment = {r["experiment_id"]: decision_from_row(r) for r in stored.to_dict("records")}
+    rows = {r["experiment_id"]: r for r in stored.to_dict("records")}
     for exp in registry.experiments:
         if exp.status == "draft":
             continue
-        exp_effects = effects[effects["experiment_id"] == exp.id]
         exp_cells = cells[cells["experiment_id"] == exp.id]
         srm_rows = inputs.srm[inputs.srm["experiment_id"] == exp.id]
         srm_info = _srm_dict(srm_rows.iloc[0]) if not srm_rows.empty else None
-        primary = exp.metrics.primary[0]
-        decision = by_experiment.get(exp.id) or {"label": "no decision tonight", "reasons": []}
+        row = rows.get(exp.id)
+        decision = decision_from_row(row) if row is not None else {"label": "no decision tonight", "reasons": []}
         quality = {"rows read (days up to this night)": inputs.ingestion["rows_read"],
                    "rows quarantined": inputs.ingestion["rows_quarantined"],
                    "PII values redacted": inputs.ingestion["pii_redactions"]}
         if exp.id in inputs.assignment.index:
             quality.update({f"units {k}": int(v) for k, v in inputs.assignment.loc[exp.id].items()})
+        sources = experiment_sources(history.source_contents, registry, exp)
+        sq = history.source_quality
+        exp_history = ExperimentHistory(
+            effects=_of(history.effects, exp.id), guardrails=_of(history.guardrails, exp.id),
+            srm=_of(history.srm, exp.id), exposures=_of(history.exposures, exp.id),
+            source_quality=None if sq is None else sq[sq["source"].isin(sources)], sources=sources,
+            cell_stats=_of(inputs.cell_stats, exp.id), cell_quantiles=_of(inputs.cell_quantiles, exp.id),
+            burn=_of(inputs.burn, exp.id), loss=history.loss)
         name = f"{exp.id}.html"
         pages[name] = render_experiment_report(
-            exp, metrics, exp_effects, exp_cells[["cell_id", "metric", "n", "mean"]], srm_info, decision,
-            quality, generated_at, hte=inputs.hte, heterogeneity=inputs.heterogeneity, bayes=inputs.bayes,
-            guardrails=None if inputs.guardrails is None else inputs.guardrails[
-                inputs.guardrails["experiment_id"] == exp.id])
-        top = exp_effects[(exp_effects["metric"] == primary) & (exp_effects["status"] == "ok")]
-        top_text = ""
-        if not top.empty:
-            best = top.sort_values("p_value").iloc[0]
-            top_text = f"{best['term']}={best['level']}: {best['estimate']:+.4g} (q={best['q_value']:.2g})"
+            exp, metrics, _of(effects, exp.id), exp_cells[["cell_id", "metric", "n", "mean"]], srm_info, decision,
+            quality, night.generated_at, hte=inputs.hte, heterogeneity=inputs.heterogeneity, bayes=inputs.bayes,
+            guardrails=_of(inputs.guardrails, exp.id), night=night, history=exp_history)
         entries.append({"experiment_id": exp.id, "status": exp.status, "decision_label": decision["label"],
-                        "report_file": name, "primary_metric": primary, "top_effect_text": top_text})
-    pages["index.html"] = render_index(entries, generated_at, inputs.stale_flags)
+                        "report_file": name, "primary_metric": exp.metrics.primary[0], "decision": decision,
+                        "metric": metrics.get(exp.metrics.primary[0])})
+    pages["index.html"] = render_index(entries, night.generated_at, inputs.stale_flags, night=night)
     return pages
 
 
-def write_pages(out_dir: Path, pages: dict[str, str]) -> list[Path]:
-    """Write every page to a temporary name first, then rename them all into place (the index last)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged = []
-    try:
-        for name, html in pages.items():
-            if Path(name).name != name or not name.endswith(".html"):
-                raise ValueError(f"report name {name!r} is not a plain .html file name")
-            tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-            tmp.write_text(html, encoding="utf-8")
-            staged.append((tmp, out_dir / name))
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    staged.sort(key=lambda pair: pair[1].name == "index.html")  # the index last: it links to the rest
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    return [final for _, final in staged]
+def publish(reports_dir: Path, registry: Registry, inputs: NightInputs, night: ReportNight) -> PublishedNight:
+    """Render and publish the night, then the index of every kept night."""
+    pages = render_night(registry, inputs, night)
+    decisions = inputs.history.decisions
+    return publish_night(Path(reports_dir), night.as_of, pages,
+                         root_index=lambda nights: render_nights_index(nights, decisions, night.generated_at))

@@ -86,7 +86,9 @@ TABLES: dict[str, AnalysisTable] = {t.name: t for t in [
                         "on, the numbers the rule read, days needed, and the report it is explained in.", """
         experiment_id varchar, decision varchar, reasons varchar, report_path varchar, label varchar,
         cell varchar, flag_key varchar, variant varchar, flags json, rule varchar, inputs json,
-        days_needed bigint, degradations json"""),
+        days_needed bigint, degradations json, primary_metric varchar, primary_cell varchar,
+        primary_control_value double, primary_estimate double, primary_ci_low double, primary_ci_high double,
+        primary_interval varchar, guardrail_status varchar, days_running bigint"""),
     _night("guardrails", "Every treated cell and factor level vs control per guardrail metric: estimate, margin, "
                          "one-sided harm and non-inferiority tests (Holm across the experiment), status.", """
         experiment_id varchar, scope varchar, cell varchar, factor varchar, level varchar, flag_key varchar,

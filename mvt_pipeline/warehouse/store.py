@@ -216,3 +216,52 @@ def slo_hourly(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SLO_HOURLY_COLUMNS.items()})
     return conn.execute("select * from marts.agg_cell_slo_hourly"
                         " order by experiment_id, metric, cell_id, hour").df()
+
+
+# --- reads across kept nights and days (the reports' time series) ------------------------------
+
+def nights_until(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | str) -> pd.DataFrame:
+    """Every kept night of an `analysis.*` table up to `as_of` (a backfilled page shows its past only)."""
+    t = ensure_table(conn, name)
+    return conn.execute(f'select * from {t.qualified} where "{t.night_column}" <= ? order by "{t.night_column}"',
+                        [_as_date(as_of)]).df()
+
+
+def exposures_per_day(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Analysable units per experiment, cell and day of first exposure (the marts' night)."""
+    return conn.execute(
+        "select experiment_id, cell_id, cast(first_exposure_at as date) as day, count(*) as units"
+        " from marts.fct_exposures where is_analysable group by all order by all").df()
+
+
+def source_quality_daily(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> pd.DataFrame:
+    """Per dump day and source up to `as_of`: lines accepted and quarantined, quarantine reasons
+    (JSON object reason -> lines), duplicate lines (accepted lines that were not the kept copy of
+    their event) and collector lag of the kept events."""
+    return conn.execute("""
+        with lines as (
+            select dt as day, source, count(*) as n_lines from raw.events where dt <= ? group by all
+        ), reasons as (
+            select dt as day, source, reason, count(*) as n from raw.quarantine where dt <= ? group by all
+        ), quarantined as (
+            select day, source, sum(n) as n_quarantined,
+                   to_json(map(list(reason order by reason), list(n order by reason))) as quarantine_reasons
+            from reasons group by all
+        ), kept as (
+            select dt as day, source, count(*) as n_events,
+                   quantile_cont(epoch(received_at) - epoch(ts), 0.95) as lag_p95_seconds
+            from staging.stg_events group by all
+        ), days as (select day, source from lines union select day, source from quarantined)
+        select d.day, d.source, coalesce(l.n_lines, 0) as n_lines, coalesce(q.n_quarantined, 0) as n_quarantined,
+               coalesce(q.quarantine_reasons, '{}') as quarantine_reasons,
+               coalesce(l.n_lines, 0) - coalesce(k.n_events, 0) as n_duplicate_lines, k.lag_p95_seconds
+        from days d left join lines l using (day, source) left join quarantined q using (day, source)
+        left join kept k using (day, source) order by d.day, d.source
+    """, [_as_date(as_of), _as_date(as_of)]).df()
+
+
+def source_contents(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Which source carries which experiment's exposures and which metric events (to give each
+    experiment the quality of its own sources)."""
+    return conn.execute(
+        "select distinct source, event_type, experiment_id, metric from staging.stg_events").df()

@@ -146,7 +146,7 @@ def test_interaction_only_harm_stops_naming_the_combination():
     assert decision["flags"] == {"flag-a": "a1", "flag-b": "b1"}
     assert decision["flag_key"] == "flag-a,flag-b" and decision["variant"] == "a1,b1"
     assert decision["inputs"]["margin"] == 0.002 and decision["inputs"]["metric"] == "err"
-    assert any("pp" in r and "margin 0.002 pp" in r for r in decision["reasons"])
+    assert any("margin 0.2 pp" in r for r in decision["reasons"])  # 0.002 of a proportion
     row = decision_row(decision, "r.html")
     assert row["decision"] == "stop_harm" and '"flag-b": "b1"' in row["flags"]
 

@@ -19,10 +19,11 @@ from ..resources import WAREHOUSE_POOL
     partitions_def=daily_partitions,
     deps=["agg_cell_stats", "agg_cell_quantiles", "dq_assignment", "dq_daily"],
     check_specs=[
-        dg.AssetCheckSpec("srm_check", asset="factorial_effects", blocking=True,
+        dg.AssetCheckSpec("srm_check", asset="factorial_effects",
                           description=f"Chi-square of units per cell (and per factor margin) vs the planned "
-                                      f"allocation, p < {SRM_ALPHA} fails (docs/architecture.md §5a). Blocking: "
-                                      "with broken assignment no decision is published; the failure raises an alert."),
+                                      f"allocation, p < {SRM_ALPHA} fails (docs/architecture.md §5a). Not blocking: "
+                                      "the experiment's decision is `invalid` (the others still get theirs) and "
+                                      "the owner gets a ticket."),
     ],
     pool=WAREHOUSE_POOL,
     kinds={"python", "duckdb"},
