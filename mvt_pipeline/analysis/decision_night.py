@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import Experiment, Registry
+from ..reports.decision_view import primary_lift_text, primary_share
 from ..reports.night_files import page_path
 from .budget_burn import budget_burn
 from .decisions import DECISION_COLUMNS, NightFacts, decide, decision_row
@@ -55,10 +56,17 @@ class Night:
     decisions: pd.DataFrame
     decided: dict[str, dict]  # experiment_id -> decision dict (structured)
 
-    def decision_markdown(self) -> str:
+    def decision_markdown(self, registry: Registry) -> str:
+        """The asset metadata's table; the lift is printed by the same function as the index and page."""
         if self.decisions.empty:
             return "(none)"
-        return self.decisions[["experiment_id", "decision", "cell", "rule", "days_needed"]].to_markdown(index=False)
+        rows = self.decisions.to_dict("records")
+        metrics = {m.name: m for m in registry.metrics}
+        lifts = [primary_lift_text(r, m, primary_share(r, m)) for r in rows
+                 for m in [metrics.get(r.get("primary_metric"))]]
+        table = self.decisions.assign(primary_lift=lifts)
+        return table[["experiment_id", "decision", "cell", "rule", "primary_metric", "primary_lift", "guardrail_status",
+                      "days_running", "days_needed"]].to_markdown(index=False)
 
     def guardrail_markdown(self) -> dict[str, str]:
         cols = ["scope", "cell", "metric", "estimate", "margin", "harm_bound", "p_harm_adjusted", "status"]

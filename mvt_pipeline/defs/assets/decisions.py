@@ -46,7 +46,7 @@ def experiment_decisions(context: dg.AssetExecutionContext, duckdb: DuckDBResour
     yield dg.MaterializeResult(metadata={
         **analysis_tables_metadata(counts),
         "as_of": str(as_of),
-        "decisions": dg.MetadataValue.md(night.decision_markdown()),
+        "decisions": dg.MetadataValue.md(night.decision_markdown(registry)),
         **{f"guardrails/{exp}": dg.MetadataValue.md(md) for exp, md in night.guardrail_markdown().items()},
     })
     for check in night.checks():

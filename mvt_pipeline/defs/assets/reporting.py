@@ -39,7 +39,7 @@ def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
             guardrails=store.night(conn, "guardrails", as_of), burn=store.night(conn, "budget_burn", as_of),
             cell_stats=store.cell_stats(conn, overall=True), cell_quantiles=store.cell_quantiles(conn),
             history=history)
-    night = ReportNight(as_of=as_of, generated_at=dt.datetime.now(dt.timezone.utc), run_id=context.run_id,
+    night = ReportNight(as_of=as_of, generated_at=dt.datetime.now(dt.timezone.utc), run_id=context.run.run_id,
                         dagster_base_url=s.alerts.dagster_base_url)
     published = publish(s.reports_dir, registry, inputs, night)
     decisions = inputs.decisions
