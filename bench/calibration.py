@@ -95,6 +95,93 @@ def coverage(reps: int, seed: int = SEED) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------- small cells
+def small_cell_coverage(reps: int, n_per_cell: int, covariate: bool = False, sds=(1.0, 1.0, 1.0, 3.0),
+                        seed: int = SEED + 6) -> pd.DataFrame:
+    """95% CI coverage of a 2x2's effects (robust default) with a few units per cell and one
+    noisy cell (normal outcomes, sd 3 vs 1): the regime where the normal reference under-covers
+    and the Welch-Satterthwaite t reference should not. ``covariate=True`` adds a pre-period
+    x (corr 0.6 with y) and runs CUPED (cell-wise HC2). Truths: the simulated cell means."""
+    rng = np.random.default_rng(seed + n_per_cell + (1000 if covariate else 0))
+    levels = {"A": ["a0", "a1"], "B": ["b0", "b1"]}
+    cells = _grid(levels)
+    mu = {c: 0.3 * i for i, c in enumerate(cells)}
+    truth = {}
+    for term in [("A",), ("B",), ("A", "B")]:
+        for combo in itertools.product(*(levels[f][1:] for f in term)):
+            truth[(":".join(term), ":".join(combo))] = _marginal_truth(levels, mu, term, combo)
+    k, sd, rho = len(cells), np.asarray(sds, float)[:, None], 0.6
+    hits, dfs = {key: 0 for key in truth}, []
+    for _ in range(reps):
+        x = rng.standard_normal((k, n_per_cell))
+        e = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((k, n_per_cell)) if covariate else x
+        y = np.array([mu[c] for c in cells])[:, None] + sd * e
+        extra = {"cov_sum": x.sum(1), "cov_sum_sq": (x * x).sum(1), "cross_sum": (x * y).sum(1)} if covariate else None
+        eff = analyze_cells(_frame(levels, cells, np.full(k, n_per_cell), y.sum(1), (y * y).sum(1), extra),
+                            levels, covariate=covariate).effects
+        for r in eff.itertuples():
+            hits[(r.term, r.level)] += r.ci_low <= truth[(r.term, r.level)] <= r.ci_high
+        dfs.extend(eff["df"])
+    return pd.DataFrame([{"n_per_cell": n_per_cell, "cuped": covariate, "term": t, "level": l,
+                          "coverage": v / reps, "median_df": float(np.median(dfs)), "reps": reps}
+                         for (t, l), v in hits.items()])
+
+
+# --------------------------------------------------------------------------- quantile limits
+Z975 = float(stats.norm.ppf(0.975))
+
+
+def quantile_ab_inputs(rng, reps: int, users: int, q: float, lift: float = 1.08, mu: float = float(np.log(180.0)),
+                       sd_user: float = 0.3, sd_event: float = 0.5, z: float = Z975):
+    """``agg_cell_quantiles`` rows (dicts of arrays over ``reps``) of a control and a treated cell
+    of ``users`` users with 1-9 events each (mean 5), log-latency = mu + u_i + e_ij (clustered),
+    computed with numpy exactly as the SQL does; and the true difference of the cells' q-quantiles
+    (every event is lognormal(mu, sqrt(sd_user^2 + sd_event^2)) marginally)."""
+    m = 1 + np.arange(users) % 9
+    unit, big_n = np.repeat(np.arange(users), m), int(m.sum())
+    starts = np.concatenate([[0], np.cumsum(m)[:-1]])
+    half = z * np.sqrt(big_n * q * (1 - q))
+    clamp = lambda r: int(min(max(r, 1), big_n))  # noqa: E731
+    point, lower, upper = clamp(np.ceil(big_n * q)), clamp(np.floor(big_n * q - half)), clamp(np.ceil(big_n * q + half))
+
+    def cell(scale: float) -> dict:
+        v = np.exp(mu + sd_user * rng.standard_normal((reps, users))[:, unit]
+                   + sd_event * rng.standard_normal((reps, big_n))) * scale
+        x = np.sort(v, axis=1)
+        qv = x[:, point - 1]
+        k = np.add.reduceat((v <= qv[:, None]).astype(float), starts, axis=1)
+        full = lambda c: np.full(reps, float(c))  # noqa: E731
+        return {"n": full(users), "q": full(q), "n_events": full(big_n), "quantile_value": qv,
+                "ci_lower_value": x[:, lower - 1], "ci_upper_value": x[:, upper - 1], "ci_z": full(z),
+                "k_sum": k.sum(1), "k_sum_sq": (k * k).sum(1), "m_sum_sq": full((m * m).sum()), "k_m_sum": (k * m).sum(1)}
+
+    truth = float(np.exp(mu + stats.norm.ppf(q) * np.hypot(sd_user, sd_event))) * (lift - 1)
+    return cell(1.0), cell(lift), truth
+
+
+def quantile_limits(reps: int, users=(39, 62, 80, 160, 400), q: float = 0.99, seed: int = SEED + 7) -> pd.DataFrame:
+    """A/B on a clustered latency quantile through ``analyze_quantile_cells``: per cell size, the
+    share of effect rows flagged ``quantile_rank_clamped`` and the 95% CI coverage of the true
+    difference among flagged and unflagged rows."""
+    from mvt_pipeline.stats.quantile import RANK_CLAMPED, analyze_quantile_cells, min_events_per_cell
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n_users in users:
+        ctrl, treat, truth = quantile_ab_inputs(rng, reps, n_users, q)
+        hit = {True: [], False: []}
+        for i in range(reps):
+            frame = pd.DataFrame([{"A": "a0", **{c: v[i] for c, v in ctrl.items()}},
+                                  {"A": "a1", **{c: v[i] for c, v in treat.items()}}])
+            r = analyze_quantile_cells(frame, {"A": ["a0", "a1"]}).effects.iloc[0]
+            hit[r.status == RANK_CLAMPED].append(r.ci_low <= truth <= r.ci_high)
+        cov = lambda h: float(np.mean(h)) if h else np.nan  # noqa: E731
+        rows.append({"q": q, "users": n_users, "events_per_cell": int(ctrl["n_events"][0]),
+                     "min_events": min_events_per_cell(q, Z975), "flagged_share": len(hit[True]) / reps,
+                     "coverage_flagged": cov(hit[True]), "coverage_unflagged": cov(hit[False]), "reps": reps})
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- sequential A/A
 def aa_sequential(reps: int, looks: int = 14, daily_per_cell: int = 150, seed: int = SEED + 1) -> pd.DataFrame:
     """A/A 2x2 on a skewed metric, analysed every night on cumulative sums: share of
@@ -265,6 +352,10 @@ def main(argv=None) -> None:
         ("power_check", power_check, r(3000, 400)),
         ("hte_check", hte_check, r(2000, 200)),
         ("srm_nightly", srm_nightly, r(20000, 500)),
+        ("small_cells", lambda reps: pd.concat([small_cell_coverage(reps, n, cv) for n in (5, 10, 20)
+                                                for cv in (False, True)], ignore_index=True), r(10000, 300)),
+        ("quantile_limits", lambda reps: pd.concat([quantile_limits(reps), quantile_limits(reps, (8, 15, 20, 40), 0.95)],
+                                                   ignore_index=True), r(4000, 300)),
     ]:
         if args.only and name not in args.only:
             continue

@@ -6,7 +6,9 @@ difference of two cell estimates with the sum of their variances:
 
 * means (binary, continuous, count): ``sum / n`` with the sample variance over ``n`` (Welch);
 * ratios: ``sum N / sum D`` with the delta-method variance of ``stats/ratio.py``;
-* quantiles: the cell quantile with the clustered variance of ``stats/quantile.py``.
+* quantiles: the cell quantile with the clustered variance of ``stats/quantile.py``; a cell with too
+  few events for its order-statistic interval (``rank_clamped``) makes its rows
+  ``status = "quantile_rank_clamped"`` (every other row is ``"ok"``), read as inconclusive downstream.
 
 Always-valid intervals use the same ``n`` (the experiment's units so far) and ``N*`` (planned units)
 as the effects table (``add_sequential``), so a cell row and an effect row read alike. No CUPED here:
@@ -21,12 +23,12 @@ import pandas as pd
 
 from ..registry import Experiment, Registry
 from ..stats import QUANTILE_COLUMNS
-from ..stats.quantile import quantile_cell_variance
+from ..stats.quantile import RANK_CLAMPED, quantile_cell_variance, rank_clamped
 from .cells import cell_id
 
 CONTRAST_COLUMNS = [
     "experiment_id", "metric", "metric_role", "metric_kind", "cell_id", "control_value", "treatment_value",
-    "estimate", "std_error", "n_control", "n_treatment", "n_total", "n_star",
+    "estimate", "std_error", "n_control", "n_treatment", "n_total", "n_star", "status",
 ]
 
 
@@ -39,17 +41,19 @@ def cell_levels(cell: str) -> dict[str, str]:
 
 
 def cell_estimates(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: (cell_id, n, value, variance) of the metric's cell estimate; cells without a
+    """Per cell: (cell_id, n, value, variance, status) of the metric's cell estimate; cells without a
     usable variance (fewer than 2 units, no denominator) are dropped."""
     if rows.empty:
-        return pd.DataFrame(columns=["cell_id", "n", "value", "variance"])
+        return pd.DataFrame(columns=["cell_id", "n", "value", "variance", "status"])
     if kind == "quantile":
         st = {c: rows[c].astype(float).to_numpy() for c in QUANTILE_COLUMNS[1:]}
         st["n"] = rows["n_units"].astype(float).to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
             variance, _deff = quantile_cell_variance(st)
+        clamped = rank_clamped(st["n_events"], st["q"], st["ci_z"])
         out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": st["n"],
-                            "value": rows["quantile_value"].astype(float).to_numpy(), "variance": variance})
+                            "value": rows["quantile_value"].astype(float).to_numpy(), "variance": variance,
+                            "status": np.where(clamped, RANK_CLAMPED, "ok")})
     elif kind == "ratio":
         n = rows["n"].astype(float).to_numpy()
         num, den = rows["num_sum"].astype(float).to_numpy(), rows["den_sum"].astype(float).to_numpy()
@@ -68,6 +72,8 @@ def cell_estimates(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
             mean = s / n
             variance = np.maximum(ss - s**2 / n, 0.0) / (n - 1.0) / n
         out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": n, "value": mean, "variance": variance})
+    if "status" not in out:
+        out["status"] = "ok"
     return out[(out["n"] >= 2) & np.isfinite(out["value"]) & np.isfinite(out["variance"])].reset_index(drop=True)
 
 
@@ -99,6 +105,7 @@ def experiment_contrasts(experiment: Experiment, registry: Registry, cell_stats:
             "std_error": np.sqrt(treated["variance"].to_numpy() + float(ctrl["variance"])),
             "n_control": float(ctrl["n"]), "n_treatment": treated["n"].to_numpy(), "n_total": n_total,
             "n_star": float(experiment.planned_units or n_total),
+            "status": treated["status"].to_numpy() if ctrl["status"] == "ok" else ctrl["status"],
         }))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONTRAST_COLUMNS)

@@ -180,7 +180,10 @@ def primary_contrasts(experiment: Experiment, registry: Registry, cell_stats: pd
     one-sided p-value on the decision basis and Holm across the treated cells, and the interval."""
     primary = experiment.metrics.primary[0]
     c = experiment_contrasts(experiment, registry, cell_stats, cell_quantiles, roles=("primary",))
-    c = c[c["metric"] == primary].reset_index(drop=True)
+    c = c[c["metric"] == primary]
+    if "status" in c:  # a quantile resting on too few events (rank clamped) never decides
+        c = c[c["status"].fillna("ok") == "ok"]
+    c = c.reset_index(drop=True)
     if c.empty:
         return c
     sign = 1.0 if registry.metric(primary).direction == "higher" else -1.0
@@ -259,6 +262,8 @@ def degradations(experiment: Experiment, registry: Registry, cell_stats: pd.Data
     """Primary/secondary metrics significantly worse than control in some cell (Holm over the
     experiment's cells x business metrics): a ticket for the owner, not a page."""
     c = experiment_contrasts(experiment, registry, cell_stats, cell_quantiles, roles=("primary", "secondary"))
+    if "status" in c:
+        c = c[c["status"].fillna("ok") == "ok"].reset_index(drop=True)
     if c.empty:
         return []
     sign = np.where(c["metric"].map(lambda m: registry.metric(m).direction) == "higher", 1.0, -1.0)

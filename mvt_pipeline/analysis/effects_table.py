@@ -10,7 +10,7 @@ import pandas as pd
 from ..registry import Experiment, Registry
 from ..stats import (
     COVARIATE_COLUMNS, QUANTILE_COLUMNS, RATIO_COLUMNS, add_sequential, analyze_cells, analyze_quantile_cells,
-    analyze_ratio_cells, benjamini_hochberg,
+    analyze_ratio_cells, benjamini_hochberg, validate_cell_stats,
 )
 from .cells import split_cell_ids
 
@@ -65,6 +65,8 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
                 used_se = "delta"
             else:
                 cells = pd.concat([levels, rows[["n", "sum", "sum_sq", *COVARIATE_COLUMNS]].astype(float)], axis=1)
+                if metric.kind == "binary":  # the engine cannot tell a proportion from a mean
+                    validate_cell_stats(cells, "binary", cell=list(factors))
                 result = _mean_effects(cells, factors, design, se)
                 used_se = se
         except ValueError as exc:
@@ -83,7 +85,7 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
         eff["metric_role"] = role
         eff["metric_kind"] = metric.kind
         eff["se_type"] = used_se
-        eff["status"] = "ok"
+        eff["status"] = eff["status"] if "status" in eff else "ok"  # quantiles: ok / quantile_rank_clamped
         if "aliases" not in eff:
             eff["aliases"] = None
         frames.append(eff.reindex(columns=EFFECT_COLUMNS))
@@ -105,12 +107,13 @@ def _mean_effects(cells: pd.DataFrame, factors: dict, design: dict, se: str):
 
 def _family_q_values(effects: pd.DataFrame) -> pd.DataFrame:
     """BH across effects x metrics within the primary family and within the secondary family;
-    guardrails are judged on their own p-values."""
+    guardrails are judged on their own p-values. Rows not `ok` (a quantile with too few events)
+    have no valid p-value for the family and get no q-value."""
     effects = effects.copy()
     for p_col, q_col in (("p_value", "q_value"), ("seq_p_value", "seq_q_value")):
         effects[q_col] = np.nan
         for role in ("primary", "secondary"):
-            mask = (effects["metric_role"] == role) & effects[p_col].notna()
+            mask = (effects["metric_role"] == role) & effects[p_col].notna() & (effects["status"] == "ok")
             if mask.any():
                 effects.loc[mask, q_col] = benjamini_hochberg(effects.loc[mask, p_col].to_numpy())
         guard = (effects["metric_role"] == "guardrail") & effects[p_col].notna()

@@ -13,7 +13,10 @@ control level's). With `harm = estimate` for a lower-is-better metric and `-esti
   shipped only when *all* its rows are non-inferior, an intersection-union test, which is valid at
   alpha without correction (Berger 1982);
 * `status`: `ok` when non-inferiority is shown (or, for a metric without a margin, when no harm is
-  shown), `harm` when harm is significant after Holm, else `inconclusive`.
+  shown), `harm` when harm is significant after Holm, else `inconclusive`. A row resting on a
+  quantile cell with too few events for its interval (`quantile_rank_clamped` in the effects or the
+  cell contrasts) is always `inconclusive`: its interval is not a valid 95% one, so it can neither
+  clear nor convict the combination (its p-value still counts in Holm's family).
 
 Tests read the experiment's decision basis: always-valid p-values unless `decision_basis: fixed`.
 """
@@ -25,6 +28,7 @@ import pandas as pd
 
 from ..registry import Experiment, Registry
 from ..stats import holm, one_sided_bound, one_sided_p_value
+from ..stats.quantile import RANK_CLAMPED
 from .cell_contrasts import experiment_contrasts
 
 GUARDRAIL_COLUMNS = [
@@ -40,7 +44,7 @@ def method_of(experiment: Experiment) -> str:
 
 def _level_rows(experiment: Experiment, effects: pd.DataFrame) -> pd.DataFrame:
     rows = effects[(effects["experiment_id"] == experiment.id) & (effects["metric_role"] == "guardrail")
-                   & (effects["status"] == "ok") & effects["term"].notna()
+                   & effects["status"].isin(["ok", RANK_CLAMPED]) & effects["term"].notna()
                    & ~effects["term"].astype(str).str.contains(":")]
     if rows.empty:
         return pd.DataFrame()
@@ -56,7 +60,7 @@ def _level_rows(experiment: Experiment, effects: pd.DataFrame) -> pd.DataFrame:
         "treatment_value": (rows["control_mean"] + rows["estimate"]).to_numpy(),
         "estimate": rows["estimate"].to_numpy(), "std_error": rows["std_error"].to_numpy(),
         "n_units": rows["n_units"].to_numpy(), "_n": rows["metric"].map(n_total).to_numpy(),
-        "_n_star": rows["n_star"].to_numpy(),
+        "_n_star": rows["n_star"].to_numpy(), "_unreliable": (rows["status"] != "ok").to_numpy(),
     })
 
 
@@ -69,7 +73,7 @@ def _cell_rows(contrasts: pd.DataFrame) -> pd.DataFrame:
         "metric_kind": contrasts["metric_kind"], "control_value": contrasts["control_value"],
         "treatment_value": contrasts["treatment_value"], "estimate": contrasts["estimate"],
         "std_error": contrasts["std_error"], "n_units": contrasts["n_treatment"],
-        "_n": contrasts["n_total"], "_n_star": contrasts["n_star"],
+        "_n": contrasts["n_total"], "_n_star": contrasts["n_star"], "_unreliable": contrasts["status"] != "ok",
     })
 
 
@@ -95,7 +99,8 @@ def judge(rows: pd.DataFrame, experiment: Experiment, registry: Registry) -> pd.
     rows["harm_bound"] = np.atleast_1d(one_sided_bound(harm, se, n, **kw))
     rows["p_harm"], rows["p_harm_adjusted"], rows["p_noninferiority"] = p_harm, adjusted, p_ni
     rows["decision_basis"] = experiment.decision_basis
-    rows["status"] = np.where(non_inferior, "ok", np.where(is_harm, "harm", "inconclusive"))
+    status = np.where(non_inferior, "ok", np.where(is_harm, "harm", "inconclusive"))
+    rows["status"] = np.where(rows["_unreliable"].astype(bool), "inconclusive", status)
     return rows.reindex(columns=GUARDRAIL_COLUMNS)
 
 

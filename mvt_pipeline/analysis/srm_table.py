@@ -19,8 +19,9 @@ def _margin_p_values(experiment, cells: list[str], observed: list[int], planned:
         return {}
     frame = split_cell_ids(pd.Series(cells), experiment)
     frame["n"] = observed
-    frame["weight"] = [planned[c] for c in cells]
-    return {f: float(r.p_value) for f, r in srm_margins(frame, [f.name for f in experiment.factors]).items()}
+    plan = split_cell_ids(pd.Series(list(planned)), experiment).assign(weight=list(planned.values()))
+    names = [f.name for f in experiment.factors]
+    return {f: float(r.p_value) for f, r in srm_margins(frame, names, planned=plan).items()}
 
 
 def _segment_flags(experiment, planned: dict, segment_counts: pd.DataFrame | None) -> dict[str, list]:
@@ -33,13 +34,14 @@ def _segment_flags(experiment, planned: dict, segment_counts: pd.DataFrame | Non
                           & (segment_counts["metric"] == experiment.metrics.primary[0])]
     flags = {}
     for seg in experiment.segments:
-        part = rows[rows["segment"] == seg]
+        # cells outside the design are reported by the full-table check (`unexpected_cells`)
+        part = rows[(rows["segment"] == seg) & rows["cell_id"].isin(list(planned))]
         if part.empty:
             continue
         frame = pd.DataFrame({"cell_id": part["cell_id"], "value": part["segment_value"].astype(str),
-                              "n": part["n_units"].astype(float),
-                              "weight": part["cell_id"].map(planned).fillna(0.0)})
-        result = srm_segments(frame, "value", cell="cell_id")
+                              "n": part["n_units"].astype(float)})
+        # over every planned cell: a cell without a row in a segment value counts 0 units there
+        result = srm_segments(frame, "value", cell="cell_id", planned=planned)
         flags[seg] = sorted(result.loc[result["flagged"], "segment"].tolist())
     return flags
 

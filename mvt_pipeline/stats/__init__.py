@@ -2,6 +2,9 @@
 
 Public API: :func:`analyze_cells` / :func:`analyze_units` (factorial effects, Type II ANOVA;
 ``covariate=`` for CUPED/ANCOVA), :func:`analyze_ratio_cells` (ratio metrics, delta method),
+:func:`analyze_quantile_cells` (quantile metrics) with :func:`quantile_cell_stats` (its inputs
+from per-event rows, as ``unit_cell_stats`` for means), :func:`validate_cell_stats` /
+:class:`InvalidSufficientStatistics` (the one check of per-cell sufficient statistics),
 :func:`full_design` / :func:`fractional_design` (designs, aliases, resolution),
 :func:`benjamini_hochberg` / :func:`holm` (multiplicity), :func:`srm_test` / :func:`srm_margins`
 (sample-ratio mismatch on the cell table, on each factor's margins and, with
@@ -27,7 +30,8 @@ from .sequential import (
     sequential_p_value,
 )
 from .srm import SRMResult, srm_margins, srm_segments, srm_test
-from .units import analyze_units, unit_cell_stats
+from .units import analyze_units, quantile_cell_stats, unit_cell_stats
+from .validation import InvalidSufficientStatistics, validate_cell_stats
 
 __all__ = [
     "AliasClass",
@@ -38,6 +42,7 @@ __all__ = [
     "FractionalDesign",
     "HETEROGENEITY_COLUMNS",
     "HTEResult",
+    "InvalidSufficientStatistics",
     "RATIO_COLUMNS",
     "SEGMENT_COLUMNS",
     "SEQUENTIAL_COLUMNS",
@@ -59,6 +64,7 @@ __all__ = [
     "mde_factorial",
     "power_factorial",
     "prob_best",
+    "quantile_cell_stats",
     "required_days",
     "required_units",
     "segment_effects",
@@ -70,4 +76,5 @@ __all__ = [
     "srm_segments",
     "srm_test",
     "unit_cell_stats",
+    "validate_cell_stats",
 ]

@@ -14,10 +14,18 @@ Models (independent cells, flat priors):
 * ``kind="mean"``: normal approximation ``theta ~ N(mean, s^2 / n)`` with the sample variance
   ``s^2`` (divisor ``n - 1``) from ``sum_sq`` — the large-sample posterior under a flat prior.
 
-Both are computed by Monte Carlo with ``draws`` joint draws (default 200,000; the Monte Carlo
-standard error of a probability is at most ``0.5 / sqrt(draws)`` ~ 0.001) and a fixed
-``seed`` so the nightly tables are reproducible. ``direction="lower"`` (e.g. latency) flips
-"best" to the smallest mean and the loss to ``E[theta_i - min_j theta_j]``.
+Both are computed by Monte Carlo with ``draws`` joint draws (default 200,000) and a fixed
+``seed`` so the nightly tables are reproducible. The Monte Carlo *standard error* of a
+probability is ``sqrt(p (1 - p) / draws)``, at most ``0.5 / sqrt(draws)`` = 0.0011 (a ~95% band
+of +-1.96 SE = +-0.0022); it is not a bound. ``direction="lower"`` (e.g. latency) flips "best" to
+the smallest mean and the loss to ``E[theta_i - min_j theta_j]``.
+
+Ties are shared: when several cells draw the same best value (cells with zero within-cell
+variance, e.g. a revenue metric before any purchase, have a point-mass posterior) each gets
+``1/k`` of that draw, so identical cells get identical ``prob_best`` instead of the first row
+taking it all; their loss on that draw is 0, consistently. Inputs go through
+:func:`validation.validate_cell_stats` (NaN, ``sum`` outside ``[0, n]`` for proportions,
+``sum_sq < sum^2/n`` for means are refused, naming the cell and the field).
 """
 
 from __future__ import annotations
@@ -28,29 +36,20 @@ import numpy as np
 import pandas as pd
 
 from .cells import as_pandas
+from .validation import validate_cell_stats
 
 BAYES_COLUMNS = ["posterior_mean", "posterior_sd", "prob_best", "expected_loss"]
 _CHUNK = 20_000
 
 
-def _posterior(df: pd.DataFrame, kind: str):
-    n = pd.to_numeric(df["n"], errors="coerce").to_numpy(dtype=float)
-    s = pd.to_numeric(df["sum"], errors="coerce").to_numpy(dtype=float)
-    if not (np.isfinite(n).all() and np.isfinite(s).all()) or np.any(n < 1):
-        raise ValueError("every cell needs finite n >= 1 and a finite sum")
+def _posterior(v: pd.DataFrame, kind: str):
+    n, s = v["n"].to_numpy(), v["sum"].to_numpy()
     if kind == "binary":
-        if np.any((s < 0) | (s > n)):
-            raise ValueError("binary cells need 0 <= sum <= n (sum = number of successes)")
         a, b = 1.0 + s, 1.0 + n - s
         mean = a / (a + b)
         sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
         return ("beta", a, b), mean, sd
-    if "sum_sq" not in df.columns:
-        raise ValueError("kind='mean' needs a sum_sq column")
-    ss = pd.to_numeric(df["sum_sq"], errors="coerce").to_numpy(dtype=float)
-    if np.any(n < 2):
-        raise ValueError("kind='mean' needs n >= 2 in every cell for a sample variance")
-    var = np.maximum(ss - s * s / n, 0.0) / (n - 1)
+    var = np.maximum(v["sum_sq"].to_numpy() - s * s / n, 0.0) / (n - 1)
     mean, sd = s / n, np.sqrt(var / n)
     return ("normal", mean, sd), mean, sd
 
@@ -65,8 +64,9 @@ def prob_best(
     """Per cell ``posterior_mean``, ``posterior_sd``, ``prob_best``, ``expected_loss``.
 
     ``cells``: pandas/polars frame, one row per cell with ``n``, ``sum`` (and ``sum_sq`` for
-    ``kind="mean"``); every other column (factor levels, labels) is passed through. Rows are
-    taken as distinct cells (collapse duplicates first). See the module docstring.
+    ``kind="mean"``); every other column (factor levels, labels) is passed through and names
+    the cell in errors (``cell_id`` when present). Rows are taken as distinct cells (collapse
+    duplicates first). Raises :class:`InvalidSufficientStatistics` on impossible cells.
     """
     if kind not in ("binary", "mean"):
         raise ValueError(f"kind must be 'binary' or 'mean', got {kind!r}")
@@ -76,12 +76,15 @@ def prob_best(
         raise ValueError("draws must be at least 1000")
     cols = list(cells.columns)
     df = as_pandas(cells, cols).reset_index(drop=True)
-    for c in ("n", "sum"):
+    for c in ("n", "sum") + (("sum_sq",) if kind == "mean" else ()):
         if c not in df.columns:
             raise ValueError(f"missing column {c!r}; columns are {cols}")
     if len(df) < 2:
         raise ValueError("prob_best needs at least two cells")
-    (family, p1, p2), mean, sd = _posterior(df, kind)
+    stat_cols = {"n", "sum", "sum_sq", *BAYES_COLUMNS}
+    label = "cell_id" if "cell_id" in df.columns else [c for c in df.columns if c not in stat_cols]
+    v = validate_cell_stats(df, kind, cell=label, min_n=2 if kind == "mean" else 1)
+    (family, p1, p2), mean, sd = _posterior(v, kind)
     rng = np.random.default_rng(seed)
     k, sign = len(df), (1.0 if direction == "higher" else -1.0)
     wins, loss = np.zeros(k), np.zeros(k)
@@ -93,9 +96,10 @@ def prob_best(
         else:
             theta = p1 + p2 * rng.standard_normal((m, k))
         t = sign * theta
-        best = t.max(axis=1)
-        wins += np.bincount(t.argmax(axis=1), minlength=k)
-        loss += (best[:, None] - t).sum(axis=0)
+        best = t.max(axis=1, keepdims=True)
+        top = t == best  # every tied cell shares the draw
+        wins += (top / top.sum(axis=1, keepdims=True)).sum(axis=0)
+        loss += (best - t).sum(axis=0)
         done += m
     out = df.drop(columns=[c for c in BAYES_COLUMNS if c in df.columns])
     out["posterior_mean"] = mean

@@ -31,9 +31,10 @@ over the cell,
 
 Without a covariate it *is* HC2 (every unit of a cell has the same leverage), it is unbiased
 when errors are homoskedastic (as HC2 is), and for large cells it is the usual CUPED
-variance ``var_c(y - theta x) / n_c`` per cell plus the uncertainty of ``theta``. Normal
-reference (``df = inf``). The tests check it against a per-unit numpy computation of the
-same formula and that it is close to statsmodels HC2.
+variance ``var_c(y - theta x) / n_c`` per cell plus the uncertainty of ``theta``. Reference
+distribution: as for HC2 (``wls.py``), Welch-Satterthwaite df from the per-cell shares, each on
+``n_c - tr(B W_c'W_c)`` df; normal when that df is large. The tests check it against a per-unit
+numpy computation of the same formula and that it is close to statsmodels HC2.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from scipy import stats
 
 from .cells import CellData
 from .coding import Term
-from .wls import WLSFit, columns_of
+from .wls import CellComponents, WLSFit, columns_of
 
 COVARIATE_NAME = "covariate"
 IMBALANCE_ALPHA = 0.001  # docs/architecture.md §5a: pre-exposure imbalance flagged at p < 0.001
@@ -100,6 +101,11 @@ def cell_rss(cells: CellData, theta: float, mean_resid: np.ndarray) -> np.ndarra
 
 def cov_cellwise_hc2(fit: WLSFit, cells: CellData) -> np.ndarray:
     """``B (sum_c s_c^2 W_c'W_c) B`` with the averaged-leverage variance ``s_c^2`` (module doc)."""
+    return cellwise_hc2_components(fit, cells).cov()
+
+
+def cellwise_hc2_components(fit: WLSFit, cells: CellData) -> CellComponents:
+    """The same sum kept per cell: ``s_c^2 B W_c'W_c B`` on ``n_c - tr(B W_c'W_c)`` df."""
     theta = float(fit.beta[-1])
     rss_c = cell_rss(cells, theta, cells.mean - fit.fitted)
     B, E = fit.bread, fit.X  # E rows: (x_c, ubar_c); W_c'W_c = n_c e_c e_c' + SSxx_c * last-unit
@@ -111,9 +117,8 @@ def cov_cellwise_hc2(fit: WLSFit, cells: CellData) -> np.ndarray:
             "(e.g. a cell with one or two units); use se='pooled' or collect more units"
         )
     s2 = rss_c / dof
-    meat = (E * (cells.n * s2)[:, None]).T @ E
-    meat[-1, -1] += float(np.sum(s2 * cells.cov_ss_within))
-    return B @ meat @ B
+    slope = np.broadcast_to(B[-1], E.shape)  # the covariate's within-cell spread loads on B e_last
+    return CellComponents((E @ B, slope), (cells.n * s2, cells.cov_ss_within * s2), dof)
 
 
 def ancova_type2(

@@ -124,7 +124,12 @@ class FractionalDesign:
             classes.append(AliasClass(self._word(mask), tuple(self._word(m, s) for m, s in members)))
         return classes
 
-    def aliases(self, max_order: int | None = None) -> dict[str, list[str]]:
+    @property
+    def aliases(self) -> dict[str, list[str]]:
+        """``{effect: [aliases]}`` for every effect, all orders (see :meth:`aliases_up_to`)."""
+        return self.aliases_up_to(None)
+
+    def aliases_up_to(self, max_order: int | None) -> dict[str, list[str]]:
         """``{effect: [aliases]}`` for every effect up to ``max_order`` (aliases filtered alike).
 
         With ``max_order=2`` this is the e-Handbook table "ignoring three-factor and higher

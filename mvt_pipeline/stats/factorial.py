@@ -13,7 +13,9 @@ The ``effects`` table reports *contrasts a reader can act on*, not raw coefficie
 * interaction ``F:G``, level ``l:m``: the equal-weight average over the other factors of
   ``mu(l,m) - mu(l,cG) - mu(cF,m) + mu(cF,cG)``; higher orders the alternating sum.
 
-``se="robust"`` (default): HC2 sandwich, normal reference (z), ``df = inf``.
+``se="robust"`` (default): HC2 sandwich; reference Student t with each contrast's
+Welch-Satterthwaite df (``wls.CellComponents``) when that df is below ``wls.NORMAL_DF`` (small
+cells), else normal (z, ``df = inf``): small cells must not get z intervals.
 ``se="pooled"``: OLS ``sigma^2 (X'WX)^-1`` with one pooled variance, t with ``N - p`` df.
 Relative lift (main effects only) is ``estimate / control_mean`` with a delta-method standard
 error that uses the covariance of (estimate, control_mean) — both linear in ``beta`` — so the
@@ -29,19 +31,20 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .anova import type2_anova
 from .cells import CellData, prepare_cells
 from .coding import FactorSpec, Term, column_names, contrast_vector, hierarchical_terms, model_matrix
-from .cuped import COVARIATE_NAME, ancova_type2, cov_cellwise_hc2, cuped_summary, fit_ancova
+from .cuped import COVARIATE_NAME, ancova_type2, cellwise_hc2_components, cuped_summary, fit_ancova
 from .design import FractionalDesign, fractional_design
 from .multiplicity import benjamini_hochberg
-from .wls import fit_wls, nonestimable_terms
+from .validation import validate_cell_stats
+from .wls import WLSFit, fit_wls, nonestimable_terms
 
 EFFECT_COLUMNS = [
     "term", "level", "aliases", "estimate", "std_error", "ci_low", "ci_high", "p_value", "q_value",
@@ -124,16 +127,27 @@ def _fractional_terms(
     return terms, alias_labels, design
 
 
+def t_sf(x, df: float):
+    """Upper tail of Student t (normal for ``df = inf``); ufuncs, no frozen distributions."""
+    return special.ndtr(-x) if np.isinf(df) else special.stdtr(df, -x)
+
+
+def t_ppf(p, df: float):
+    return special.ndtri(p) if np.isinf(df) else special.stdtrit(df, p)
+
+
 def effect_rows(
     spec: FactorSpec, cells: CellData, beta: np.ndarray, cov: np.ndarray, slices, alias_labels,
-    dist, alpha: float, df_value: float,
+    reference: Callable[[np.ndarray], float], alpha: float, flags: tuple[np.ndarray, str] | None = None,
 ) -> list[dict]:
     """One row per non-control level combination of every term: ``L'beta`` with ``L'VL``.
 
-    Only the columns in ``slices`` enter a contrast; any extra trailing coefficient (the CUPED
-    covariate) gets weight 0, so the contrasts are of cell means adjusted at the same ``x``.
+    ``reference(L)`` is the df of the contrast's t reference (``inf`` = normal); p-value, CI and
+    the relative lift all use it. Only the columns in ``slices`` enter a contrast; any extra
+    trailing coefficient (the CUPED covariate) gets weight 0, so the contrasts are of cell means
+    adjusted at the same ``x``. ``flags = (flagged cells, status)``: a row whose contrast uses a
+    flagged cell gets that ``status`` (else ``"ok"``).
     """
-    crit = float(dist.ppf(1 - alpha / 2))
     p = len(beta)
     rows = []
     for term in slices:
@@ -147,8 +161,10 @@ def effect_rows(
             L[slices[term]] = contrast_vector(spec, term, combo)
             est = float(L @ beta)
             se = float(np.sqrt(max(L @ cov @ L, 0.0)))
+            df = float(reference(L))
+            crit = float(t_ppf(1 - alpha / 2, df))
             stat = est / se if se > 0 else np.nan
-            pval = float(2 * dist.sf(abs(stat))) if np.isfinite(stat) else np.nan
+            pval = float(2 * t_sf(abs(stat), df)) if np.isfinite(stat) else np.nan
             in_cells = np.ones(len(cells.n), dtype=bool)
             for f, l in zip(term, combo):
                 c = spec.level_index(f, spec.controls[f])
@@ -159,18 +175,20 @@ def effect_rows(
                 "aliases": alias_labels.get(term, ""),
                 "estimate": est, "std_error": se,
                 "ci_low": est - crit * se, "ci_high": est + crit * se,
-                "p_value": pval, "q_value": np.nan, "df": df_value, "statistic": stat,
+                "p_value": pval, "q_value": np.nan, "df": df, "statistic": stat,
                 "control_mean": np.nan, "rel_lift": np.nan, "rel_ci_low": np.nan,
                 "rel_ci_high": np.nan, "rel_p_value": np.nan,
                 "n_units": int(cells.n[in_cells].sum()),
             }
+            if flags is not None:
+                row["status"] = flags[1] if flags[0][in_cells].any() else "ok"
             if len(term) == 1:
-                row.update(_relative(spec, term[0], L, beta, cov, slices, dist, crit))
+                row.update(_relative(spec, term[0], L, beta, cov, slices, df, crit))
             rows.append(row)
     return rows
 
 
-def _relative(spec, f, L, beta, cov, slices, dist, crit) -> dict:
+def _relative(spec, f, L, beta, cov, slices, df, crit) -> dict:
     """Control marginal mean and delta-method relative lift for a main effect."""
     M = np.zeros(len(beta))
     M[slices[()]] = 1.0
@@ -185,7 +203,7 @@ def _relative(spec, f, L, beta, cov, slices, dist, crit) -> dict:
     stat = rel / se if se > 0 else np.nan
     out.update(
         rel_lift=rel, rel_ci_low=rel - crit * se, rel_ci_high=rel + crit * se,
-        rel_p_value=float(2 * dist.sf(abs(stat))) if np.isfinite(stat) else np.nan,
+        rel_p_value=float(2 * t_sf(abs(stat), df)) if np.isfinite(stat) else np.nan,
     )
     return out
 
@@ -233,6 +251,15 @@ def build_model(
     return CellModel(terms, X, slices, alias_labels, design)
 
 
+def covariance(fit: WLSFit, cells: CellData, se: str, covariate: bool) -> tuple[np.ndarray, Callable[[np.ndarray], float]]:
+    """``Cov(beta)`` and the df of a contrast's reference: pooled ``t(N - p)``; robust (HC2, or the
+    cell-wise HC2 with a covariate) Welch-Satterthwaite df, ``inf`` (normal) when large."""
+    if se == "pooled":
+        return fit.cov_pooled(), lambda L: float(fit.df_resid)
+    parts = cellwise_hc2_components(fit, cells) if covariate else fit.hc2_components(cells)
+    return parts.cov(), parts.df
+
+
 def check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -274,6 +301,7 @@ def analyze_cells(
     if isinstance(generators, str):
         generators = [generators]
     spec = FactorSpec.from_mapping(factors, control)
+    validate_cell_stats(cell_stats, "mean", cell=list(spec.names), covariate=covariate, min_n=1)
     cells = prepare_cells(cell_stats, spec, covariate=covariate)
     unknown = [b for b in blocks if b not in spec.names]
     if unknown:
@@ -285,22 +313,13 @@ def analyze_cells(
         raise ValueError(
             f"no residual degrees of freedom: {cells.n_total} units for {n_coef} coefficients"
         )
-    if covariate:
-        fit = fit_ancova(X, cells)
-        cov = fit.cov_pooled() if se == "pooled" else cov_cellwise_hc2(fit, cells)
-        anova = ancova_type2(fit, slices, cells, spec.term_name)
-    else:
-        fit = fit_wls(X, cells)
-        cov = fit.cov_pooled() if se == "pooled" else fit.cov_hc2(cells)
-        anova = type2_anova(fit, slices, cells, spec.term_name)
-    if se == "pooled":
-        dist, df_value = stats.t(fit.df_resid), float(fit.df_resid)
-    else:
-        dist, df_value = stats.norm(), float("inf")
+    fit = fit_ancova(X, cells) if covariate else fit_wls(X, cells)
+    cov, reference = covariance(fit, cells, se, covariate)
+    anova = (ancova_type2 if covariate else type2_anova)(fit, slices, cells, spec.term_name)
 
     block_idx = {spec.names.index(b) for b in blocks}
     effect_slices = {t: sl for t, sl in slices.items() if not block_idx.intersection(t)}
-    rows = effect_rows(spec, cells, fit.beta, cov, effect_slices, model.alias_labels, dist, alpha, df_value)
+    rows = effect_rows(spec, cells, fit.beta, cov, effect_slices, model.alias_labels, reference, alpha)
     effects = finish_effects(rows)
 
     names = [c for t in terms for c in column_names(spec, t)] + ([COVARIATE_NAME] if covariate else [])
@@ -333,8 +352,9 @@ def analyze_cells(
 
 
 def finish_effects(rows: list[dict]) -> pd.DataFrame:
-    """The effects frame in :data:`EFFECT_COLUMNS` order with BH q-values over its rows."""
-    effects = pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+    """The effects frame in :data:`EFFECT_COLUMNS` order (plus ``status`` when rows carry one)
+    with BH q-values over its rows."""
+    effects = pd.DataFrame(rows, columns=EFFECT_COLUMNS + (["status"] if rows and "status" in rows[0] else []))
     if len(effects):
         effects["q_value"] = benjamini_hochberg(effects["p_value"].to_numpy())
     return effects

@@ -14,7 +14,8 @@ Method, for each effect row (term, level) of :func:`analyze_cells`:
 * Cochran's Q: ``w_i = 1/s_i^2``, ``ybar = sum w y / sum w``, ``Q = sum w_i (y_i - ybar)^2``,
   chi-square with ``k - 1`` df under "same effect in every segment". With independent segments
   and robust cell variances it equals the Wald test of the treatment x segment interaction in
-  the per-unit model (the tests check this against statsmodels). ``I^2 = max(0, (Q-df)/Q)``;
+  the per-unit model (the tests check this against statsmodels). ``I^2 = max(0, (Q-df)/Q)``
+  (NaN for a single segment: undefined);
 * between-segment variance (DerSimonian-Laird method of moments)
   ``tau^2 = max(0, (Q - (k-1)) / (sum w - sum w^2 / sum w))``;
 * normal-normal empirical Bayes: ``theta_i ~ N(mu, tau^2)``, ``y_i ~ N(theta_i, s_i^2)``;
@@ -62,7 +63,12 @@ class HTEResult:
 
 
 def cochran_q(estimate, std_error) -> dict:
-    """Fixed-effect pool, Cochran's Q, I^2, DerSimonian-Laird tau^2 and the random-effects mean."""
+    """Fixed-effect pool, Cochran's Q, I^2, DerSimonian-Laird tau^2 and the random-effects mean.
+
+    With one estimate there is nothing to compare: ``Q = 0`` on 0 df, ``p_value`` and ``i2`` are
+    NaN (undefined, not "all heterogeneity"), ``tau2 = 0`` and the pooled/random-effects means
+    are the estimate itself.
+    """
     y = np.asarray(estimate, dtype=float)
     s = np.asarray(std_error, dtype=float)
     if y.shape != s.shape or y.ndim != 1 or y.size < 1:
@@ -73,7 +79,7 @@ def cochran_q(estimate, std_error) -> dict:
     sw = w.sum()
     ybar = float(np.sum(w * y) / sw)
     k = y.size
-    q = float(np.sum(w * (y - ybar) ** 2))
+    q = float(np.sum(w * (y - ybar) ** 2)) if k > 1 else 0.0  # k = 1: rounding made Q ~ 1e-32 > 0
     df = k - 1
     denom = sw - np.sum(w**2) / sw
     tau2 = max(0.0, (q - df) / denom) if df > 0 and denom > 0 else 0.0
@@ -82,7 +88,7 @@ def cochran_q(estimate, std_error) -> dict:
     return {
         "k": k, "pooled_estimate": ybar, "pooled_std_error": float(np.sqrt(1.0 / sw)),
         "q_stat": q, "df": df, "p_value": float(stats.chi2.sf(q, df)) if df > 0 else np.nan,
-        "i2": max(0.0, (q - df) / q) if q > 0 else 0.0, "tau2": tau2,
+        "i2": np.nan if df == 0 else (max(0.0, (q - df) / q) if q > 0 else 0.0), "tau2": tau2,
         "re_mean": mu, "re_std_error": float(np.sqrt(1.0 / w_re.sum())),
     }
 

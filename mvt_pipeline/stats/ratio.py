@@ -36,6 +36,7 @@ from .cells import CellData, collapse_cells, within_cross, within_ss
 from .coding import FactorSpec
 from .factorial import FactorialResult, check_alpha
 from .independent_cells import fit_independent_cells
+from .validation import validate_cell_stats
 
 RATIO_COLUMNS = ("n", "num_sum", "den_sum", "num_sum_sq", "den_sum_sq", "num_den_sum")
 
@@ -83,6 +84,7 @@ def analyze_ratio_cells(
     if isinstance(generators, str):
         generators = [generators]
     spec = FactorSpec.from_mapping(factors, control)
+    validate_cell_stats(cell_stats, "ratio", cell=list(spec.names), min_n=2)
     cells, var, den_mean = prepare_ratio_cells(cell_stats, spec)
     return fit_independent_cells(spec, cells, var, generators=generators, codes=codes, alpha=alpha,
                                  se_label="delta", cell_columns={"den_mean": den_mean})

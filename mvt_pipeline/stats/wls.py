@@ -13,13 +13,21 @@ Two covariance estimators:
   variance in all cells.
 * ``robust`` — HC2 sandwich ``B M B`` with ``B = (X'WX)^-1`` and
   ``M = sum_c x_c x_c' (SS_within_c + n_c (ybar_c - yhat_c)^2) / (1 - h_c)``, leverage
-  ``h_c = x_c' B x_c`` (the same for every unit of a cell); normal reference distribution
-  (statsmodels ``fit(cov_type="HC2")``). For a saturated model it is the per-cell variance
-  ``s_c^2 / n_c`` (sample variance with ``n_c - 1``), i.e. Welch's standard error for two cells.
+  ``h_c = x_c' B x_c`` (the same for every unit of a cell); statsmodels ``fit(cov_type="HC2")``.
+  For a saturated model it is the per-cell variance ``s_c^2 / n_c`` (sample variance with
+  ``n_c - 1``), i.e. Welch's standard error for two cells.
+
+Reference distribution of a robust contrast ``L'beta`` (:class:`CellComponents`): the sandwich
+is a sum of per-cell shares ``u_c``, each estimated from one cell's residuals on
+``d_c = n_c (1 - h_c)`` df (``n_c - 1`` when saturated), so its Welch-Satterthwaite df is
+``(sum u_c)^2 / sum (u_c^2 / d_c)`` (Welch's df for two cells). Small cells get Student t with
+that df; at ``df >= NORMAL_DF`` the normal reference is kept. The df is at least the smallest
+contributing ``d_c`` (``>= n_c - 1``; ``n_c - 2`` with the CUPED covariate), so cells of more than
+``NORMAL_DF + 2`` units are never affected.
 
 Proportions (0/1 outcomes) use the same formulas: ``SS_within_c = n_c p_c (1 - p_c)``, so the
 robust variance of a cell mean in a saturated model is ``p_c (1 - p_c) / (n_c - 1)`` (the
-``n - 1`` form, slightly wider than ``p(1-p)/n``), with a normal reference distribution.
+``n - 1`` form, slightly wider than ``p(1-p)/n``), with the same reference distribution.
 """
 
 from __future__ import annotations
@@ -31,6 +39,29 @@ import numpy as np
 
 from .cells import CellData
 from .coding import Term
+
+NORMAL_DF = 60.0  # Welch-Satterthwaite df at or above this: normal reference (z loses <= 0.5 pp of coverage)
+
+
+@dataclass(frozen=True)
+class CellComponents:
+    """A robust ``Cov(beta) = sum_j F_j' diag(w_j) F_j`` kept per cell (row ``c`` of every
+    ``F_j``/``w_j`` is cell ``c``'s share, estimated on ``cell_df[c]`` residual df), so that each
+    contrast gets its Welch-Satterthwaite df."""
+
+    loadings: tuple[np.ndarray, ...]
+    weights: tuple[np.ndarray, ...]
+    cell_df: np.ndarray
+
+    def cov(self) -> np.ndarray:
+        return sum((F * w[:, None]).T @ F for F, w in zip(self.loadings, self.weights))
+
+    def df(self, L: np.ndarray) -> float:
+        """Welch-Satterthwaite df of ``L'beta``; ``inf`` (normal) at or above :data:`NORMAL_DF`."""
+        u = sum(w * (F @ L) ** 2 for F, w in zip(self.loadings, self.weights))
+        den = float(np.sum(u**2 / self.cell_df))
+        df = float(np.sum(u)) ** 2 / den if den > 0 else float("inf")
+        return df if df < NORMAL_DF else float("inf")
 
 
 @dataclass(frozen=True)
@@ -52,6 +83,10 @@ class WLSFit:
         return self.sigma2 * self.bread
 
     def cov_hc2(self, cells: CellData) -> np.ndarray:
+        return self.hc2_components(cells).cov()
+
+    def hc2_components(self, cells: CellData) -> CellComponents:
+        """HC2 per cell: ``(B x_c)(B x_c)' * resid_ss_c / (1 - h_c)`` on ``n_c (1 - h_c)`` df."""
         lev = np.einsum("ij,jk,ik->i", self.X, self.bread, self.X)
         if np.any(lev >= 1.0 - 1e-10):
             raise ValueError(
@@ -59,8 +94,7 @@ class WLSFit:
                 "e.g. a one-unit cell in a saturated model); use se='pooled' or collect more units"
             )
         resid_ss = cells.ss_within + cells.n * (cells.mean - self.fitted) ** 2
-        meat = (self.X * (resid_ss / (1.0 - lev))[:, None]).T @ self.X
-        return self.bread @ meat @ self.bread
+        return CellComponents((self.X @ self.bread,), (resid_ss / (1.0 - lev),), cells.n * (1.0 - lev))
 
 
 def _weighted(X: np.ndarray, cells: CellData) -> np.ndarray:

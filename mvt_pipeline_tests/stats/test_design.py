@@ -22,7 +22,7 @@ def test_2_4_1_resolution_iv():
     d = fractional_design("ABCD", ["D=ABC"])
     assert d.defining_relation == ["ABCD"]
     assert d.resolution == 4
-    al = d.aliases()
+    al = d.aliases
     assert al["A"] == ["BCD"] and al["B"] == ["ACD"] and al["C"] == ["ABD"] and al["D"] == ["ABC"]
     assert al["AB"] == ["CD"] and al["AC"] == ["BD"] and al["AD"] == ["BC"]
     runs = d.runs
@@ -37,7 +37,7 @@ def test_2_5_2_resolution_iii():
     d = fractional_design("ABCDE", ["D=AB", "E=AC"])
     assert sorted(d.defining_relation) == sorted(["ABD", "ACE", "BCDE"])
     assert d.resolution == 3
-    al = d.aliases(max_order=2)
+    al = d.aliases_up_to(2)
     assert al["A"] == ["BD", "CE"]
     assert al["B"] == ["AD"] and al["C"] == ["AE"] and al["D"] == ["AB"] and al["E"] == ["AC"]
     assert al["BC"] == ["DE"] and al["BE"] == ["CD"]
@@ -50,7 +50,7 @@ def test_2_7_4_resolution_iii():
     nist = "ABD ACE BCF ABCG BCDE ACDF CDG ABEF BEG AFG DEF ADEG BDFG CEFG ABCDEFG".split()
     assert sorted(d.defining_relation) == sorted(nist)
     assert d.resolution == 3
-    al = d.aliases(max_order=2)
+    al = d.aliases_up_to(2)
     expected = {
         "A": {"BD", "CE", "FG"}, "B": {"AD", "CF", "EG"}, "C": {"AE", "BF", "DG"},
         "D": {"AB", "CG", "EF"}, "E": {"AC", "BG", "DF"}, "F": {"BC", "AG", "DE"}, "G": {"CD", "BE", "AF"},
@@ -63,7 +63,7 @@ def test_2_7_4_resolution_iii():
 def test_negative_generator_and_bad_generators():
     d = fractional_design("ABC", ["C=-AB"])
     assert d.defining_relation == ["-ABC"]
-    assert d.aliases()["A"] == ["-BC"]
+    assert d.aliases["A"] == ["-BC"]
     assert (d.runs["C"] == -d.runs["A"] * d.runs["B"]).all()
     for bad in (["D=AD"], ["D=A"], ["DABC"], ["D=AB", "D=AC"], ["D=AB", "E=AD"]):
         with pytest.raises(ValueError):

@@ -65,4 +65,8 @@ def test_segments_are_tested_with_bonferroni():
         np.testing.assert_allclose(res.loc[seg, ["chi2", "p_value"]].to_numpy(dtype=float), [ref.statistic, ref.pvalue], rtol=1e-12)
     assert res.loc["ios", "alpha"] == pytest.approx(0.001 / 3)
     assert bool(res.loc["web", "flagged"]) and not bool(res.loc["ios", "flagged"])
-    assert np.isnan(res.loc["tv", "p_value"]) and not res.loc["tv", "flagged"]
+    # tv: 40 units, all in c0, none in the planned c1 and c2 (no rows): tested over the planned
+    # cells, not skipped
+    ref = stats.chisquare([40, 0, 0], np.array([10, 10, 20]))
+    np.testing.assert_allclose(res.loc["tv", "p_value"], ref.pvalue, rtol=1e-12)
+    assert bool(res.loc["tv", "flagged"])
