@@ -8,21 +8,10 @@ test_sequential / test_power / test_hte test the same properties with thousands 
 replicates. Loading the bench file here also keeps it from rotting.
 """
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "calibration.py"
-
-
-@pytest.fixture(scope="module")
-def calib():
-    spec = importlib.util.spec_from_file_location("bench_calibration", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_ci_coverage_of_main_effects_and_interactions(calib):

@@ -8,10 +8,8 @@ References: the ranks re-typed from the SQL (`floor(Nq - z sqrt(Nq(1-q)))`,
 whose true P99 is known in closed form (bench/calibration.py, `quantile_limits`).
 """
 
-import importlib.util
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +20,6 @@ from mvt_pipeline.stats.quantile import (
 )
 from mvt_pipeline_tests.stats.test_quantile import Z, quantile_inputs
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "calibration.py"
 
 
 def sql_ranks_fit(n: int, q: float, z: float) -> bool:
@@ -67,14 +64,6 @@ def test_rows_using_a_clamped_cell_are_flagged():
     uses_a1b2 = {("A", "a1"): True, ("B", "b1"): False, ("B", "b2"): True, ("A:B", "a1:b1"): False, ("A:B", "a1:b2"): True}
     got = {(r.term, r.level): r.status for r in res.effects.itertuples()}
     assert got == {k: RANK_CLAMPED if v else "ok" for k, v in uses_a1b2.items()}
-
-
-@pytest.fixture(scope="module")
-def calib():
-    spec = importlib.util.spec_from_file_location("bench_calibration", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_p99_simulation_flags_small_cells_and_unflagged_intervals_cover(calib):

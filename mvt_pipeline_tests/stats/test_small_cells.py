@@ -6,9 +6,7 @@ leverages), statsmodels HC2 standard errors and BH q-values, and a coverage simu
 is the simulated cell means (``bench/calibration.py``).
 """
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +22,6 @@ from mvt_pipeline.stats.cuped import fit_ancova
 from mvt_pipeline.stats.factorial import build_model, covariance, effect_rows
 from mvt_pipeline.stats.wls import fit_wls
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "calibration.py"
 LEVELS = {"A": ["a0", "a1"], "B": ["b0", "b1"]}
 SDS = {("a0", "b0"): 1.0, ("a0", "b1"): 2.0, ("a1", "b0"): 0.7, ("a1", "b1"): 4.0}
 
@@ -186,14 +183,6 @@ def test_coverage_at_5_and_10_units_per_cell(n_per_cell, covariate):
     the time (Monte Carlo SE 0.34 pp; the normal reference gave 0.91-0.93)."""
     cov = simulated_coverage(4000, n_per_cell, covariate, seed=20261202 + n_per_cell)
     assert all(0.94 <= c <= 0.96 for c in cov.values()), cov
-
-
-@pytest.fixture(scope="module")
-def calib():
-    spec = importlib.util.spec_from_file_location("bench_calibration", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_public_api_coverage_at_5_units_per_cell(calib):
