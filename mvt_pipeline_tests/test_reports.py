@@ -295,6 +295,9 @@ def _with_new_columns(frame: pd.DataFrame) -> pd.DataFrame:
     out["cuped"] = out["metric"] == "revenue_per_user"
     out["variance_reduction"] = out["cuped"].map({True: 0.42, False: math.nan})
     out["pre_imbalance_p"] = out["cuped"].map({True: 0.0002, False: math.nan})
+    inter = out["term"].str.contains(":")
+    out["shrunk_estimate"] = (out["estimate"] * 0.25).where(inter)
+    out["shrink_factor"] = pd.Series(0.25, index=out.index).where(inter)
     return out
 
 
@@ -521,3 +524,20 @@ def test_best_cell_ranks_guardrail_harm_last_and_shows_the_guardrails(experiment
     assert "<th>Guardrails</th>" in section and ">harm<" in section and ">inconclusive<" in section
     assert "Guardrails" in doc[:doc.index("<h2>Which cell is best</h2>")]  # the guardrails section itself
     assert parse(doc).errors == []
+
+
+def test_interactions_show_their_shrunk_estimate(full_report):
+    table = _effects_tables(full_report)[0]  # checkout_conversion: cta_color:validation -0.4 pp
+    row = next(r for r in re.findall(r"<tr class=.*?</tr>", table, re.S) if "cta_color:<wbr>validation" in r)
+    assert "EB \u22120.10 pp" in row or "EB -0.10 pp" in row
+    main = next(r for r in re.findall(r"<tr class=.*?</tr>", table, re.S) if ">cta_color</td>" in r)
+    assert "EB " not in main
+
+
+
+def test_a_clamped_quantile_row_says_how_many_events_it_needs(experiment, metrics, new_effects, cells):
+    frame = new_effects.copy()
+    frame.loc[(frame["metric"] == "latency_p95") & (frame["term"] == "cta_color"), "status"] = "quantile_rank_clamped"
+    doc = render_experiment_report(experiment, metrics, frame, cells, SRM, DECISION, QUALITY, GENERATED)
+    # P95 with the mart's 95% order-statistic interval: ceil(1.96^2 * 0.95 / 0.05) = 73 events
+    assert "too few events per cell for P95 (needs at least 73 per cell" in doc

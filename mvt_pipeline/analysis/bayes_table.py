@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..registry import Registry
 from ..stats import prob_best
+from ..stats.shifts import shifts_for
 
 BAYES_KINDS = {"binary": "binary", "continuous": "mean", "count": "mean"}
 
@@ -25,8 +26,13 @@ def all_bayes(registry: Registry, agg_cell_stats: pd.DataFrame) -> pd.DataFrame:
             rows = overall[(overall["experiment_id"] == exp.id) & (overall["metric"] == metric_name)].sort_values("cell_id")
             if kind is None or len(rows) < 2:
                 continue
-            cells = rows[["cell_id", "n", "sum", "sum_sq"]].astype({"n": float, "sum": float, "sum_sq": float})
+            stats = ["n", "sum", "sum_sq"] + shifts_for(["sum"], rows.columns)
+            cells = rows[["cell_id", *stats]].astype({c: float for c in stats})
             result = prob_best(cells, kind=kind, direction=metric.direction, seed=0)
+            if "shift" in result:  # stored as plain sums of y and y^2, as documented for the table
+                k, s_, n = result.pop("shift"), result["sum"], result["n"]
+                result["sum_sq"] = result["sum_sq"] + 2.0 * k * s_ + n * k * k
+                result["sum"] = s_ + n * k
             frames.append(result.assign(experiment_id=exp.id, metric=metric_name))
     if not frames:
         return pd.DataFrame()

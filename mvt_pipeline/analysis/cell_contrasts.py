@@ -24,6 +24,9 @@ import pandas as pd
 from ..registry import Experiment, Registry
 from ..stats import QUANTILE_COLUMNS
 from ..stats.quantile import RANK_CLAMPED, quantile_cell_variance, rank_clamped
+from ..stats.cells import STAT_COLUMNS
+from ..stats.ratio import RATIO_COLUMNS, ratio_moments
+from ..stats.shifts import mean_of, shifts_for
 from .cells import cell_id
 
 CONTRAST_COLUMNS = [
@@ -40,6 +43,12 @@ def cell_levels(cell: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in cell.split("|") if "=" in part)
 
 
+def _sums(rows: pd.DataFrame, columns) -> dict[str, np.ndarray]:
+    """The statistic columns and the shift columns that apply to them, as float arrays."""
+    cols = list(columns) + shifts_for(columns, rows.columns)
+    return {c: rows[c].astype(float).to_numpy() for c in cols}
+
+
 def cell_estimates(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
     """Per cell: (cell_id, n, value, variance, status) of the metric's cell estimate; cells without a
     usable variance (fewer than 2 units, no denominator) are dropped."""
@@ -54,23 +63,19 @@ def cell_estimates(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": st["n"],
                             "value": rows["quantile_value"].astype(float).to_numpy(), "variance": variance,
                             "status": np.where(clamped, RANK_CLAMPED, "ok")})
-    elif kind == "ratio":
-        n = rows["n"].astype(float).to_numpy()
-        num, den = rows["num_sum"].astype(float).to_numpy(), rows["den_sum"].astype(float).to_numpy()
+    elif kind == "ratio":  # the engine's delta method on (shifted) sums: stats/ratio.py, stats/shifts.py
+        st = _sums(rows, RATIO_COLUMNS)
+        n = st["n"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = num / den
-            ss_n = rows["num_sum_sq"].astype(float).to_numpy() - num**2 / n
-            ss_d = rows["den_sum_sq"].astype(float).to_numpy() - den**2 / n
-            cross = rows["num_den_sum"].astype(float).to_numpy() - num * den / n
-            lin = np.maximum(ss_n - 2 * ratio * cross + ratio**2 * ss_d, 0.0)
-            variance = lin / ((n - 1.0) * n * (den / n) ** 2)
+            ratio, lin = ratio_moments(st, n)
+            variance = lin / ((n - 1.0) * n * mean_of(st, "den_sum", n) ** 2)
         out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": n, "value": ratio, "variance": variance})
     else:
-        n = rows["n"].astype(float).to_numpy()
-        s, ss = rows["sum"].astype(float).to_numpy(), rows["sum_sq"].astype(float).to_numpy()
+        st = _sums(rows, STAT_COLUMNS)
+        n = st["n"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            mean = s / n
-            variance = np.maximum(ss - s**2 / n, 0.0) / (n - 1.0) / n
+            mean = mean_of(st, "sum", n)
+            variance = np.maximum(st["sum_sq"] - st["sum"] ** 2 / n, 0.0) / (n - 1.0) / n
         out = pd.DataFrame({"cell_id": rows["cell_id"].to_numpy(), "n": n, "value": mean, "variance": variance})
     if "status" not in out:
         out["status"] = "ok"

@@ -12,6 +12,8 @@ from ..stats import (
     COVARIATE_COLUMNS, QUANTILE_COLUMNS, RATIO_COLUMNS, add_sequential, analyze_cells, analyze_quantile_cells,
     analyze_ratio_cells, benjamini_hochberg, validate_cell_stats,
 )
+from ..stats.interactions import add_shrinkage
+from ..stats.shifts import shifts_for
 from .cells import split_cell_ids
 
 EFFECT_COLUMNS = [
@@ -20,6 +22,7 @@ EFFECT_COLUMNS = [
     "seq_ci_low", "seq_ci_high", "seq_p_value", "seq_q_value", "n_star",
     "control_mean", "rel_lift", "rel_ci_low", "rel_ci_high", "rel_p_value",
     "n_units", "se_type", "cuped", "variance_reduction", "pre_imbalance_p", "status",
+    "shrunk_estimate", "shrink_factor",
 ]
 
 MEAN_KINDS = {"binary", "continuous", "count"}
@@ -60,11 +63,13 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
                 result = analyze_quantile_cells(pd.concat([levels, stats], axis=1), factors, **design)
                 used_se = "delta-quantile"
             elif metric.kind == "ratio":
-                stats = rows[list(RATIO_COLUMNS)].astype(float).assign(n=rows["n_units"].astype(float))
+                stats = rows[list(RATIO_COLUMNS) + shifts_for(RATIO_COLUMNS, rows.columns)].astype(float)
+                stats = stats.assign(n=rows["n_units"].astype(float))
                 result = analyze_ratio_cells(pd.concat([levels, stats], axis=1), factors, **design)
                 used_se = "delta"
             else:
-                cells = pd.concat([levels, rows[["n", "sum", "sum_sq", *COVARIATE_COLUMNS]].astype(float)], axis=1)
+                sums = ["n", "sum", "sum_sq", *COVARIATE_COLUMNS]
+                cells = pd.concat([levels, rows[sums + shifts_for(sums, rows.columns)].astype(float)], axis=1)
                 if metric.kind == "binary":  # the engine cannot tell a proportion from a mean
                     validate_cell_stats(cells, "binary", cell=list(factors))
                 result = _mean_effects(cells, factors, design, se)
@@ -88,6 +93,7 @@ def experiment_effects(experiment: Experiment, registry: Registry, cell_stats: p
         eff["status"] = eff["status"] if "status" in eff else "ok"  # quantiles: ok / quantile_rank_clamped
         if "aliases" not in eff:
             eff["aliases"] = None
+        eff = add_shrinkage(eff)  # empirical-Bayes interactions beside the raw ones (stats/interactions.py)
         frames.append(eff.reindex(columns=EFFECT_COLUMNS))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EFFECT_COLUMNS)
     return _family_q_values(out)
@@ -102,7 +108,8 @@ def _mean_effects(cells: pd.DataFrame, factors: dict, design: dict, se: str):
             return analyze_cells(cells, factors, se=se, covariate=True, **design)
         except ValueError:
             pass
-    return analyze_cells(cells.drop(columns=list(COVARIATE_COLUMNS)), factors, se=se, **design)
+    return analyze_cells(cells.drop(columns=[c for c in (*COVARIATE_COLUMNS, "cov_shift") if c in cells]),
+                         factors, se=se, **design)
 
 
 def _family_q_values(effects: pd.DataFrame) -> pd.DataFrame:

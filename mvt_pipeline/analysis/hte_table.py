@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..registry import Registry
 from ..stats import RATIO_COLUMNS, segment_effects
+from ..stats.shifts import shifts_for
 from .cells import split_cell_ids
 from .effects_table import MEAN_KINDS
 
@@ -30,6 +31,7 @@ def all_hte(registry: Registry, agg_cell_stats: pd.DataFrame) -> tuple[pd.DataFr
                 skipped[f"{exp.id}/{metric_name}"] = f"{kind} metrics: no per-segment inputs yet"
                 continue
             stat_cols = list(RATIO_COLUMNS[1:]) if kind == "ratio" else ["sum", "sum_sq"]
+            stat_cols += shifts_for(stat_cols, agg_cell_stats.columns)
             for seg in exp.segments:
                 rows = agg_cell_stats[(agg_cell_stats["experiment_id"] == exp.id)
                                       & (agg_cell_stats["metric"] == metric_name)

@@ -19,6 +19,7 @@ import pandas as pd
 from mvt_pipeline.registry.models import Experiment, Metric
 
 from ..stats.cuped import IMBALANCE_ALPHA  # pre-period imbalance flag (docs/statistics.md, section 4)
+from ..stats.quantile import RANK_CLAMPED, min_events_per_cell
 
 from .forest_plot import ForestRow
 from .plots import forest_svg
@@ -175,6 +176,15 @@ def _basis_note(exp: Experiment, rows: pd.DataFrame, sequential: bool, has_seq: 
     return f"<p class=\"note small\">{text}</p>"
 
 
+def _shrunk(row: dict, effect_fmt) -> str:
+    """The empirical-Bayes shrunk interaction under its raw estimate (stats/interactions.py)."""
+    value = finite(row.get("shrunk_estimate"))
+    if value is None or not str(row.get("term", "")).count(":"):
+        return ""
+    return (f"<br><span class=\"muted small shrunk\" title=\"empirical-Bayes estimate, shrunk towards 0 with "
+            f"the other interactions (at most one SE)\">EB {effect_fmt(value)}</span>")
+
+
 def metric_section(exp: Experiment, name: str, role: str, metric: Metric | None, rows: pd.DataFrame,
                    share: bool) -> str:
     """One metric's table, notes and forest plot; `share` renders levels in % and effects in pp."""
@@ -200,6 +210,9 @@ def metric_section(exp: Experiment, name: str, role: str, metric: Metric | None,
         alias_td = (f"<td>{esc(row['aliases']).replace(':', ':<wbr>') if not pd.isna(row['aliases']) else ''}</td>"
                     if has_aliases else "")
         status = "ok" if pd.isna(row["status"]) else str(row["status"])
+        if status == RANK_CLAMPED and metric is not None and metric.q:
+            status = (f"too few events per cell for P{100 * metric.q:g} (needs at least "
+                      f"{fmt_count(min_events_per_cell(metric.q))} per cell; read as inconclusive)")
         if status != "ok":
             span = len(head) - 2 - (1 if has_aliases else 0)
             body.append(f"<tr class=\"unavailable\"><td>{esc(row['term'])}</td><td>{esc(label_contrast)}</td>"
@@ -212,7 +225,7 @@ def metric_section(exp: Experiment, name: str, role: str, metric: Metric | None,
         seq_low, seq_high = row.get("seq_ci_low"), row.get("seq_ci_high")
         cells = [
             f"<td>{esc(row['term']).replace(':', ':<wbr>')}</td><td>{esc(label_contrast)}</td>",
-            f"<td class=\"num\">{effect_fmt(row['estimate'])}</td>",
+            f"<td class=\"num\">{effect_fmt(row['estimate'])}{_shrunk(row, effect_fmt)}</td>",
             f"<td class=\"num\">{fmt_interval(row['ci_low'], row['ci_high'], effect_fmt)}</td>",
             f"<td class=\"num av\">{fmt_interval(seq_low, seq_high, effect_fmt)}</td>" if has_seq else "",
             f"<td class=\"num\">{fmt_level(row['control_mean'], share)}</td>",

@@ -75,7 +75,7 @@ EFFECT_COLUMNS = [
 # Newer, optional effect columns (always-valid CIs, CUPED, metric kind); absent ones read as missing.
 OPTIONAL_EFFECT_COLUMNS = [
     "metric_kind", "seq_ci_low", "seq_ci_high", "seq_p_value", "seq_q_value", "n_star", "se_type", "cuped",
-    "variance_reduction", "pre_imbalance_p",
+    "variance_reduction", "pre_imbalance_p", "shrunk_estimate", "shrink_factor",
 ]
 CELL_COLUMNS = ["cell_id", "metric", "n", "mean"]
 
@@ -84,6 +84,9 @@ ESTIMANDS = [
     "level, averaged over the levels of the other factors.",
     "<b>Interaction</b> (a:b): a difference of differences: how much the effect of one factor changes with the "
     "level of the other, beyond the sum of the two main effects.",
+    "<b>EB</b> (under an interaction's estimate): the empirical-Bayes estimate, shrunk towards 0 with the "
+    "other interactions of the metric (a normal prior fitted to all of them, moved at most one standard error), "
+    "which corrects the winner's curse among many small interactions.",
     "<b>Relative lift</b>: the effect divided by the control mean; its interval uses the delta method and "
     "includes the control mean's own uncertainty.",
     "<b>q-value</b>: Benjamini\u2013Hochberg false-discovery-rate adjusted p-value across the effects in the "

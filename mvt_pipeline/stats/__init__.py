@@ -12,7 +12,9 @@ from per-event rows, as ``unit_cell_stats`` for means), :func:`validate_cell_sta
 :func:`sequential_ci` / :func:`sequential_p_value` (always-valid confidence sequences),
 :func:`prob_best` (Bayesian probability of being best and expected loss),
 :func:`power_factorial` / :func:`mde_factorial` / :func:`required_units` / :func:`required_days`
-(planning), :func:`segment_effects` (HTE: per-segment effects, Cochran's Q, shrinkage).
+(planning), :func:`segment_effects` (HTE: per-segment effects, Cochran's Q, shrinkage),
+:func:`shrink_interactions` / :func:`add_shrinkage` (empirical-Bayes interactions) and
+:func:`lenth` (Lenth's PSE for unreplicated designs). Sums may be shifted (``shifts.py``).
 See ``docs/statistics.md`` for the methods.
 """
 
@@ -21,6 +23,7 @@ from .cells import COVARIATE_COLUMNS
 from .design import AliasClass, FractionalDesign, fractional_design, full_design
 from .factorial import EFFECT_COLUMNS, FactorialResult, analyze_cells
 from .hte import HETEROGENEITY_COLUMNS, SEGMENT_COLUMNS, HTEResult, cochran_q, eb_shrink, segment_effects
+from .interactions import Lenth, add_shrinkage, lenth, shrink_interactions
 from .multiplicity import benjamini_hochberg, holm
 from .power import contrast_std_errors, mde_factorial, power_factorial, required_days, required_units
 from .ratio import RATIO_COLUMNS, analyze_ratio_cells
@@ -43,12 +46,14 @@ __all__ = [
     "HETEROGENEITY_COLUMNS",
     "HTEResult",
     "InvalidSufficientStatistics",
+    "Lenth",
     "RATIO_COLUMNS",
     "SEGMENT_COLUMNS",
     "SEQUENTIAL_COLUMNS",
     "SRMResult",
     "QUANTILE_COLUMNS",
     "add_sequential",
+    "add_shrinkage",
     "analyze_quantile_cells",
     "analyze_cells",
     "analyze_ratio_cells",
@@ -61,6 +66,7 @@ __all__ = [
     "fractional_design",
     "full_design",
     "holm",
+    "lenth",
     "mde_factorial",
     "power_factorial",
     "prob_best",
@@ -68,6 +74,7 @@ __all__ = [
     "required_days",
     "required_units",
     "segment_effects",
+    "shrink_interactions",
     "one_sided_bound",
     "one_sided_p_value",
     "sequential_ci",

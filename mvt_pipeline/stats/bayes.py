@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import as_pandas
+from .shifts import SHIFT_COLUMNS, mean_of, raw_sum
 from .validation import validate_cell_stats
 
 BAYES_COLUMNS = ["posterior_mean", "posterior_sd", "prob_best", "expected_loss"]
@@ -44,13 +45,15 @@ _CHUNK = 20_000
 
 def _posterior(v: pd.DataFrame, kind: str):
     n, s = v["n"].to_numpy(), v["sum"].to_numpy()
+    cols = {c: v[c].to_numpy() for c in v.columns}
     if kind == "binary":
+        s = raw_sum(cols, "sum", n)
         a, b = 1.0 + s, 1.0 + n - s
         mean = a / (a + b)
         sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
         return ("beta", a, b), mean, sd
     var = np.maximum(v["sum_sq"].to_numpy() - s * s / n, 0.0) / (n - 1)
-    mean, sd = s / n, np.sqrt(var / n)
+    mean, sd = mean_of(cols, "sum", n), np.sqrt(var / n)
     return ("normal", mean, sd), mean, sd
 
 
@@ -81,7 +84,7 @@ def prob_best(
             raise ValueError(f"missing column {c!r}; columns are {cols}")
     if len(df) < 2:
         raise ValueError("prob_best needs at least two cells")
-    stat_cols = {"n", "sum", "sum_sq", *BAYES_COLUMNS}
+    stat_cols = {"n", "sum", "sum_sq", *SHIFT_COLUMNS, *BAYES_COLUMNS}
     label = "cell_id" if "cell_id" in df.columns else [c for c in df.columns if c not in stat_cols]
     v = validate_cell_stats(df, kind, cell=label, min_n=2 if kind == "mean" else 1)
     (family, p1, p2), mean, sd = _posterior(v, kind)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .coding import FactorSpec
+from .shifts import SHIFT_COLUMNS, rebase, shifts_for
 
 STAT_COLUMNS = ("n", "sum", "sum_sq")
 COVARIATE_COLUMNS = ("cov_sum", "cov_sum_sq", "cross_sum")  # sums of x, x^2, x*y per cell
@@ -54,6 +55,10 @@ class CellData:
     cov_mean: np.ndarray | None = None
     cov_ss_within: np.ndarray | None = None
     cross_within: np.ndarray | None = None
+    # true means are offset + mean (shifted sums, shifts.py): models are fitted on the small
+    # relative means and the offsets added back to the level outputs only, keeping every digit
+    offset: float = 0.0
+    cov_offset: float = 0.0
 
     @property
     def n_total(self) -> int:
@@ -78,14 +83,16 @@ def collapse_cells(cell_stats, spec: FactorSpec, stat_columns: Sequence[str]) ->
 
     Returns the level indices of the observed cells in full-grid order and, per statistic, a
     float array aligned with them. Shared by mean, CUPED and ratio metrics so every metric
-    kind refuses bad input the same way.
+    kind refuses bad input the same way. Shift columns (``shifts.py``) present in the frame are
+    returned too, one value per variable, after the rows were moved to it.
     """
-    columns = list(spec.names) + list(stat_columns)
+    present = list(cell_stats.columns) if hasattr(cell_stats, "columns") else []
     if isinstance(cell_stats, pd.DataFrame) or hasattr(cell_stats, "get_column"):
-        present = list(cell_stats.columns)
         missing_f = [f for f in spec.names if f not in present]
         if missing_f:
             raise ValueError(f"factor column(s) {missing_f} missing from the cell statistics; columns are {present}")
+    stat_columns = list(stat_columns) + shifts_for(stat_columns, present)
+    columns = list(spec.names) + stat_columns
     df = as_pandas(cell_stats, columns)
     if df.empty:
         raise ValueError("no cells in the cell statistics")
@@ -115,7 +122,9 @@ def collapse_cells(cell_stats, spec: FactorSpec, stat_columns: Sequence[str]) ->
     dims = tuple(len(lv) for lv in spec.levels)
     uniq, inverse = np.unique(np.ravel_multi_index(tuple(codes.T), dims), return_inverse=True)
     idx = np.column_stack(np.unravel_index(uniq, dims)).astype(int)
-    sums = {c: np.bincount(inverse.ravel(), weights=v, minlength=len(uniq)) for c, v in vals.items()}
+    vals = rebase(vals, n)
+    sums = {c: (np.full(len(uniq), v[0]) if c in SHIFT_COLUMNS else np.bincount(inverse.ravel(), weights=v, minlength=len(uniq)))
+            for c, v in vals.items()}
     return idx, sums
 
 
@@ -152,8 +161,10 @@ def prepare_cells(cell_stats, spec: FactorSpec, covariate: bool = False) -> Cell
     idx, st = collapse_cells(cell_stats, spec, stat_cols)
     n = st["n"]
     ssw = within_ss(st["sum_sq"], st["sum"], n, "sum_sq")
+    offset = float(st["shift"][0]) if "shift" in st else 0.0  # one shift after collapse_cells
     if not covariate:
-        return CellData(spec, idx, n, st["sum"] / n, ssw)
+        return CellData(spec, idx, n, st["sum"] / n, ssw, offset=offset)
     xss = within_ss(st["cov_sum_sq"], st["cov_sum"], n, "cov_sum_sq")
     cross = within_cross(st["cross_sum"], st["cov_sum"], st["sum"], n, xss, ssw, "cross_sum")
-    return CellData(spec, idx, n, st["sum"] / n, ssw, st["cov_sum"] / n, xss, cross)
+    cov_offset = float(st["cov_shift"][0]) if "cov_shift" in st else 0.0
+    return CellData(spec, idx, n, st["sum"] / n, ssw, st["cov_sum"] / n, xss, cross, offset, cov_offset)

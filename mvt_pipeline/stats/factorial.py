@@ -317,23 +317,26 @@ def analyze_cells(
     cov, reference = covariance(fit, cells, se, covariate)
     anova = (ancova_type2 if covariate else type2_anova)(fit, slices, cells, spec.term_name)
 
+    beta = fit.beta.copy()  # fitted on means relative to cells.offset: add it to the intercept
+    beta[slices[()]] += cells.offset
     block_idx = {spec.names.index(b) for b in blocks}
     effect_slices = {t: sl for t, sl in slices.items() if not block_idx.intersection(t)}
-    rows = effect_rows(spec, cells, fit.beta, cov, effect_slices, model.alias_labels, reference, alpha)
+    rows = effect_rows(spec, cells, beta, cov, effect_slices, model.alias_labels, reference, alpha)
     effects = finish_effects(rows)
 
     names = [c for t in terms for c in column_names(spec, t)] + ([COVARIATE_NAME] if covariate else [])
     cell_means = cells.level_frame()
     cell_means["n"] = cells.n.astype(int)
-    cell_means["mean"] = cells.mean
+    cell_means["mean"] = cells.offset + cells.mean
     with np.errstate(invalid="ignore", divide="ignore"):
         cell_means["sd"] = np.where(cells.n > 1, np.sqrt(cells.ss_within / np.maximum(cells.n - 1, 1)), np.nan)
-    cell_means["fitted"] = fit.fitted
+    cell_means["fitted"] = cells.offset + fit.fitted
     cuped = None
     if covariate:
         cuped = cuped_summary(fit, cells)
-        cell_means["cov_mean"] = cells.cov_mean
-        cell_means["adjusted_mean"] = cells.mean - cuped["theta"] * (cells.cov_mean - cuped["covariate_mean"])
+        cell_means["cov_mean"] = cells.cov_offset + cells.cov_mean
+        cell_means["adjusted_mean"] = cells.offset + (cells.mean - cuped["theta"] * (cells.cov_mean - cuped["covariate_mean"]))
+        cuped["covariate_mean"] += cells.cov_offset
 
     return FactorialResult(
         effects=effects,
@@ -341,7 +344,7 @@ def analyze_cells(
         cell_means=cell_means,
         df_resid=int(fit.df_resid),
         n_total=cells.n_total,
-        params=pd.Series(fit.beta, index=names),
+        params=pd.Series(beta, index=names),
         cov=pd.DataFrame(cov, index=names, columns=names),
         se=se,
         alpha=alpha,

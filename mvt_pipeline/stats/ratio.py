@@ -36,9 +36,25 @@ from .cells import CellData, collapse_cells, within_cross, within_ss
 from .coding import FactorSpec
 from .factorial import FactorialResult, check_alpha
 from .independent_cells import fit_independent_cells
+from .shifts import mean_of, raw_sum
 from .validation import validate_cell_stats
 
 RATIO_COLUMNS = ("n", "num_sum", "den_sum", "num_sum_sq", "den_sum_sq", "num_den_sum")
+
+
+def ratio_moments(st, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell ratio ``R`` and ``sum_i (N_i - R D_i - mean)^2`` from (shifted) ratio sums.
+
+    With ``M = N - r0 D`` (``num_shift`` = ``r0``, 0 when absent; ``shifts.py``):
+    ``R = r0 + delta``, ``delta = sum M / sum D`` and the residual ``N - R D = M - delta D`` gives
+    ``ss_M - 2 delta cross_MD + delta^2 ss_D``: no term of order ``R^2 var(D)`` is formed.
+    """
+    r0 = np.asarray(st["num_shift"], dtype=float) if "num_shift" in st else 0.0
+    ss_m = within_ss(st["num_sum_sq"], st["num_sum"], n, "num_sum_sq")
+    ss_d = within_ss(st["den_sum_sq"], st["den_sum"], n, "den_sum_sq")
+    cross = within_cross(st["num_den_sum"], st["num_sum"], st["den_sum"], n, ss_m, ss_d, "num_den_sum")
+    delta = st["num_sum"] / raw_sum(st, "den_sum", n)
+    return r0 + delta, np.maximum(ss_m - 2.0 * delta * cross + delta**2 * ss_d, 0.0)
 
 
 def prepare_ratio_cells(cell_stats, spec: FactorSpec) -> tuple[CellData, np.ndarray, np.ndarray]:
@@ -54,14 +70,10 @@ def prepare_ratio_cells(cell_stats, spec: FactorSpec) -> tuple[CellData, np.ndar
 
     if np.any(n < 2):
         raise ValueError(f"every cell needs n >= 2 units for a sample variance; offending cells: {offending(n < 2)}")
-    if np.any(st["den_sum"] == 0):
-        raise ValueError(f"the denominator sums to 0 in cell(s) {offending(st['den_sum'] == 0)}: the ratio is undefined")
-    ss_num = within_ss(st["num_sum_sq"], st["num_sum"], n, "num_sum_sq")
-    ss_den = within_ss(st["den_sum_sq"], st["den_sum"], n, "den_sum_sq")
-    cross = within_cross(st["num_den_sum"], st["num_sum"], st["den_sum"], n, ss_num, ss_den, "num_den_sum")
-    ratio = st["num_sum"] / st["den_sum"]
-    den_mean = st["den_sum"] / n
-    lin_ss = np.maximum(ss_num - 2.0 * ratio * cross + ratio**2 * ss_den, 0.0)
+    den_mean = mean_of(st, "den_sum", n)
+    if np.any(den_mean == 0):
+        raise ValueError(f"the denominator sums to 0 in cell(s) {offending(den_mean == 0)}: the ratio is undefined")
+    ratio, lin_ss = ratio_moments(st, n)
     var = lin_ss / ((n - 1.0) * n * den_mean**2)
     return CellData(spec, idx, n, ratio, lin_ss), var, den_mean
 

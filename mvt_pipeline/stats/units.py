@@ -26,10 +26,14 @@ def _numeric(data: pd.DataFrame, column: str, what: str) -> pd.Series:
     return v
 
 
-def unit_cell_stats(df, outcome: str, factors: Sequence[str], covariate: str | None = None) -> pd.DataFrame:
+def unit_cell_stats(df, outcome: str, factors: Sequence[str], covariate: str | None = None,
+                    *, shifted: bool = False) -> pd.DataFrame:
     """Per-cell ``n``, ``sum``, ``sum_sq`` of ``outcome`` from a pandas or polars frame.
 
     With ``covariate`` (a column name) also ``cov_sum``, ``cov_sum_sq``, ``cross_sum``.
+    ``shifted=True``: sums of ``y - shift`` with ``shift`` the overall mean (and ``cov_shift`` for
+    the covariate), carried as columns (``shifts.py``): exact variances when the mean is large
+    against the spread; the engine reads both forms.
     """
     names = [str(f) for f in factors]
     data = as_pandas(df, names + [outcome] + ([covariate] if covariate else []))
@@ -38,15 +42,23 @@ def unit_cell_stats(df, outcome: str, factors: Sequence[str], covariate: str | N
         if data[f].isna().any():
             raise ValueError(f"factor column {f!r} has missing levels")
         data[f] = data[f].astype(str)
+    y_shift = float(y.mean()) if shifted and len(y) else 0.0
+    y = y - y_shift
     data = data.assign(_y=y, _y2=y * y)
     if covariate:
         x = _numeric(data, covariate, "covariate")
+        x_shift = float(x.mean()) if shifted and len(x) else 0.0
+        x = x - x_shift
         data = data.assign(_x=x, _x2=x * x, _xy=x * y)
     g = data.groupby(names, sort=False)
     out = g["_y"].agg(["size", "sum"]).rename(columns={"size": "n"})
     out["sum_sq"] = g["_y2"].sum()
     if covariate:
         out["cov_sum"], out["cov_sum_sq"], out["cross_sum"] = g["_x"].sum(), g["_x2"].sum(), g["_xy"].sum()
+    if shifted:
+        out["shift"] = y_shift
+        if covariate:
+            out["cov_shift"] = x_shift
     return out.reset_index()
 
 
@@ -149,7 +161,7 @@ def analyze_units(
         for b in block_cols:
             all_factors[b] = sorted(str(v) for v in pdf[b].astype(str).unique())
         df = pdf.assign(**{b: pdf[b].astype(str) for b in block_cols})
-    cells = unit_cell_stats(df, outcome, list(all_factors), covariate)
+    cells = unit_cell_stats(df, outcome, list(all_factors), covariate, shifted=True)
     return analyze_cells(
         cells, all_factors, control=control, generators=generators, codes=codes,
         alpha=alpha, se=se, max_order=max_order, covariate=covariate is not None, blocks=block_cols,

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import COVARIATE_COLUMNS, as_pandas
+from .shifts import raw_sum, shifts_for
 
 KIND_COLUMNS = {
     "mean": ("n", "sum", "sum_sq"),
@@ -65,6 +66,7 @@ def validate_cell_stats(cells, kind: str, *, cell: str | Sequence[str] | None = 
     if kind not in KIND_COLUMNS:
         raise ValueError(f"kind must be one of {sorted(KIND_COLUMNS)}, got {kind!r}")
     fields = list(KIND_COLUMNS[kind]) + (list(COVARIATE_COLUMNS) if covariate and kind == "mean" else [])
+    fields += shifts_for(fields, list(cells.columns))  # shifted sums (shifts.py): checks hold for any shift
     if cell is None:
         cell = ["cell_id"] if "cell_id" in list(cells.columns) else []
     cell = [cell] if isinstance(cell, str) else list(cell)
@@ -104,7 +106,7 @@ def validate_cell_stats(cells, kind: str, *, cell: str | Sequence[str] | None = 
               "of the standard deviations)")
 
     if kind == "binary":
-        s = v["sum"]
+        s = raw_sum(v, "sum", n)
         check((s < 0) | (s > n), "sum", "is outside [0, n] (a binary sum counts successes)")
         check(np.abs(s - np.round(s)) > 1e-9, "sum", "is not a whole number of successes")
     elif kind == "mean":
@@ -113,7 +115,8 @@ def validate_cell_stats(cells, kind: str, *, cell: str | Sequence[str] | None = 
             ss_x = moments("cov_sum_sq", v["cov_sum"], "cov_sum")
             cross("cross_sum", v["cov_sum"], v["sum"], ss_x, ss_y)
     elif kind == "ratio":
-        check(v["den_sum"] < 0, "den_sum", "is negative (denominators count non-negative things)")
+        check(raw_sum(v, "den_sum", n) < -_tol(v["den_sum"]), "den_sum",
+              "is negative (denominators count non-negative things)")
         ss_num = moments("num_sum_sq", v["num_sum"], "num_sum")
         ss_den = moments("den_sum_sq", v["den_sum"], "den_sum")
         cross("num_den_sum", v["num_sum"], v["den_sum"], ss_num, ss_den)

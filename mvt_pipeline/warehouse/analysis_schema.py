@@ -54,7 +54,8 @@ TABLES: dict[str, AnalysisTable] = {t.name: t for t in [
         p_value double, q_value double, seq_ci_low double, seq_ci_high double, seq_p_value double,
         seq_q_value double, n_star bigint, control_mean double, rel_lift double, rel_ci_low double,
         rel_ci_high double, rel_p_value double, n_units bigint, se_type varchar, cuped boolean,
-        variance_reduction double, pre_imbalance_p double, status varchar"""),
+        variance_reduction double, pre_imbalance_p double, status varchar, shrunk_estimate double,
+        shrink_factor double"""),
     _night("srm", "Sample ratio mismatch per experiment: chi-square of units per cell vs the planned allocation, "
                   "factor margins and segments.", """
         experiment_id varchar, n_units bigint, n_cells bigint, observed varchar, expected_share varchar,

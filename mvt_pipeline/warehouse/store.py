@@ -101,11 +101,20 @@ def require_marts_for(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> 
 
 # --- reads of the marts -----------------------------------------------------------------------
 
+SHIFTED_SUMS = ("sum", "sum_sq", "cov_sum", "cov_sum_sq", "cross_sum",
+                "num_sum", "den_sum", "num_sum_sq", "den_sum_sq", "num_den_sum")
+
+
 def cell_stats(conn: duckdb.DuckDBPyConnection, overall: bool) -> pd.DataFrame:
-    """Per-cell sufficient statistics: the overall rows, or the per-segment rows."""
+    """Per-cell sufficient statistics as the engine reads them: the overall rows, or the
+    per-segment rows, with the shifted sums (`<sum>_shifted`) under the plain names beside their
+    shift columns (stats/shifts.py), so every variance keeps its digits at large means."""
     op = "=" if overall else "<>"
-    return conn.execute(f"select * from marts.agg_cell_stats where segment {op} 'overall'"
-                        " order by experiment_id, metric, segment, segment_value, cell_id").df()
+    df = conn.execute(f"select * from marts.agg_cell_stats where segment {op} 'overall'"
+                      " order by experiment_id, metric, segment, segment_value, cell_id").df()
+    for c in SHIFTED_SUMS:
+        df[c] = df.pop(f"{c}_shifted")
+    return df
 
 
 def segment_unit_counts(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
