@@ -27,7 +27,7 @@ from scipy import optimize, stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvt_pipeline.stats import (  # noqa: E402
-    analyze_cells, mde_factorial, power_factorial, segment_effects, sequential_ci, srm_test,
+    add_shrinkage, analyze_cells, mde_factorial, power_factorial, segment_effects, sequential_ci, srm_test,
 )
 
 SEED = 20240613
@@ -338,6 +338,54 @@ def srm_nightly(reps: int, cells: int = 16, nights=(14, 30), daily_per_cell: int
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------- interaction overload
+
+SHRINK_LEVELS = {f"f{i}": ["c", "t"] for i in range(5)}  # 2^5: 26 interactions
+
+
+def shrinkage_runs(reps: int, gamma: float = 0.8, others_sd: float = 0.0, n_per_cell: int = 50,
+                   seed: int = SEED + 8) -> pd.DataFrame:
+    """Interaction rows (raw, shrunk, truth) of ``reps`` 2^5 experiments, sigma 1, per-unit draws.
+
+    Cell means: f2 main effect 0.3, ``gamma`` where f0 and f1 are both treated (the f0:f1
+    interaction) and, with ``others_sd``, random ``N(0, others_sd)`` terms where f2&f3 and f3&f4
+    are both treated. Truths by the estimands' definition (:func:`_marginal_truth`).
+    """
+    rng = np.random.default_rng(seed)
+    levels, grid = SHRINK_LEVELS, _grid(SHRINK_LEVELS)
+    frames = []
+    for rep in range(reps):
+        both = lambda a, b: np.array([c[a] == c[b] == "t" for c in grid], dtype=float)  # noqa: E731
+        mu = 0.3 * np.array([c[2] == "t" for c in grid], dtype=float) + gamma * both(0, 1)
+        if others_sd:
+            mu = mu + rng.normal(0, others_sd) * both(2, 3) + rng.normal(0, others_sd) * both(3, 4)
+        y = rng.normal(mu[:, None], 1.0, (len(grid), n_per_cell))
+        eff = analyze_cells(_frame(levels, grid, n_per_cell, y.sum(1), (y * y).sum(1)), levels).effects
+        inter = add_shrinkage(eff[eff["term"].str.contains(":")])
+        mu_d = dict(zip(grid, mu))
+        inter["truth"] = [_marginal_truth(levels, mu_d, t.split(":"), lv.split(":"))
+                          for t, lv in zip(inter["term"], inter["level"])]
+        frames.append(inter.assign(rep=rep))
+    return pd.concat(frames, ignore_index=True)
+
+
+def interaction_shrinkage(reps: int) -> pd.DataFrame:
+    """MSE of shrunk vs raw interactions (null ones, all) and the large interaction's fate."""
+    rows = []
+    for label, others in (("one large (8 SE), 25 null", 0.0), ("plus two of sd 10 SE", 1.0)):
+        runs = shrinkage_runs(reps, others_sd=others)
+        err_raw = (runs["estimate"] - runs["truth"]) ** 2
+        err_eb = (runs["shrunk_estimate"] - runs["truth"]) ** 2
+        null = runs["truth"].abs() < 1e-12
+        big = runs[runs["term"] == "f0:f1"]
+        rows.append({"scenario": label, "mse_ratio_null": err_eb[null].mean() / err_raw[null].mean(),
+                     "mse_ratio_all": err_eb.mean() / err_raw.mean(),
+                     "large_in_raw_ci": float(((big["shrunk_estimate"] >= big["ci_low"])
+                                               & (big["shrunk_estimate"] <= big["ci_high"])).mean()),
+                     "large_mean_shrunk": big["shrunk_estimate"].mean(), "large_se": big["std_error"].mean()})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small replication counts (as in the tests)")
@@ -354,6 +402,7 @@ def main(argv=None) -> None:
         ("srm_nightly", srm_nightly, r(20000, 500)),
         ("small_cells", lambda reps: pd.concat([small_cell_coverage(reps, n, cv) for n in (5, 10, 20)
                                                 for cv in (False, True)], ignore_index=True), r(10000, 300)),
+        ("interaction_shrinkage", interaction_shrinkage, r(2000, 150)),
         ("quantile_limits", lambda reps: pd.concat([quantile_limits(reps), quantile_limits(reps, (8, 15, 20, 40), 0.95)],
                                                    ignore_index=True), r(4000, 300)),
     ]:

@@ -65,6 +65,8 @@ def cell_estimates(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
                             "status": np.where(clamped, RANK_CLAMPED, "ok")})
     elif kind == "ratio":  # the engine's delta method on (shifted) sums: stats/ratio.py, stats/shifts.py
         st = _sums(rows, RATIO_COLUMNS)
+        if "n_units" in rows:  # every unit, those with no denominator too (as the effects use)
+            st["n"] = rows["n_units"].astype(float).to_numpy()
         n = st["n"]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio, lin = ratio_moments(st, n)
