@@ -91,6 +91,64 @@ class AlertSettings:
     dagster_base_url: str | None = None  # e.g. http://dagster:3000 -> links to <base>/runs/<run_id>
 
 
+DEFAULT_MAX_LINE_BYTES = 1_048_576  # one JSON line, decompressed: longer is `oversized_line`
+DEFAULT_MAX_FILE_BYTES = 4 * 1024**3  # one dump file, decompressed: reading stops there (`oversized_file`)
+DEFAULT_MAX_JSON_DEPTH = 32  # nesting of one JSON line / flagd rule / YAML document: deeper is `too_deep`
+DEFAULT_RUN_TIMEOUT_S = 6 * 3600.0  # a run still going after this is failed by the run monitor
+DEFAULT_LOCK_WAIT_S = 24 * 3600.0  # how long a run waits for the warehouse writer lock before giving up
+
+
+def _flag(var: str) -> bool:
+    value = (_text(var) or "").lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{var}={value!r} is not a boolean (1/0, true/false)")
+
+
+def _int(var: str, default: int, low: int, high: int) -> int:
+    value = _text(var)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise SettingsError(f"{var}={value!r} is not an integer") from exc
+    if not low <= number <= high:
+        raise SettingsError(f"{var}={value!r} must be between {low} and {high}")
+    return number
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Bounds on what one dump may make the night read or hold (docs/telemetry.md, "Limits")."""
+
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+
+
+@dataclass(frozen=True)
+class PiiSettings:
+    """`key` (MVT_PII_KEY, a secret: never logged or stored) keys the hash that replaces an id that is
+    PII; `quarantine_keep_original` (MVT_QUARANTINE_KEEP_PII=1) keeps quarantined lines unredacted."""
+
+    key: str | None = None
+    quarantine_keep_original: bool = False
+
+    def __repr__(self) -> str:  # the key never reaches a log through a repr
+        return f"PiiSettings(key={'<set>' if self.key else None}, quarantine_keep_original={self.quarantine_keep_original})"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How runs guard the one-writer warehouse: the writer lock's wait and a run's time limit."""
+
+    timeout_s: float = DEFAULT_RUN_TIMEOUT_S
+    lock_wait_s: float = DEFAULT_LOCK_WAIT_S
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -102,6 +160,9 @@ class Settings:
     nightly_timezone: str = DEFAULT_NIGHTLY_TIMEZONE
     alerts: AlertSettings = AlertSettings()
     dagster_home: Path = PROJECT_ROOT / ".dagster_home"
+    limits: IngestLimits = IngestLimits()
+    pii: PiiSettings = PiiSettings()
+    runs: RunSettings = RunSettings()
 
     @property
     def raw_dir(self) -> Path:
@@ -141,6 +202,16 @@ def settings() -> Settings:
         nightly_cron=cron,
         nightly_timezone=_text("MVT_NIGHTLY_TIMEZONE", DEFAULT_NIGHTLY_TIMEZONE),
         dagster_home=_path("DAGSTER_HOME", PROJECT_ROOT / ".dagster_home"),
+        limits=IngestLimits(
+            max_line_bytes=_int("MVT_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES, 1024, 256 * 1024**2),
+            max_file_bytes=_int("MVT_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, 1024, 1024**4),
+            max_json_depth=_int("MVT_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH, 4, 256),
+        ),
+        pii=PiiSettings(key=_text("MVT_PII_KEY"), quarantine_keep_original=_flag("MVT_QUARANTINE_KEEP_PII")),
+        runs=RunSettings(
+            timeout_s=_float("MVT_RUN_TIMEOUT_SECONDS", DEFAULT_RUN_TIMEOUT_S, 60, 7 * 24 * 3600),
+            lock_wait_s=_float("MVT_LOCK_WAIT_SECONDS", DEFAULT_LOCK_WAIT_S, 0, 7 * 24 * 3600),
+        ),
         alerts=AlertSettings(
             webhook_url=_text("MVT_ALERT_WEBHOOK_URL"),
             slack_token=_text("SLACK_TOKEN"),
