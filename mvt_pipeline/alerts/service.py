@@ -50,7 +50,7 @@ def _connect(s: Settings, attempts: int = 3):
     for attempt in range(attempts):
         try:
             return duckdb.connect(str(s.duckdb_path))
-        except duckdb.IOException:  # another process holds the warehouse
+        except (duckdb.IOException, duckdb.ConnectionException):  # another process (or connection) holds it
             if attempt == attempts - 1:
                 return None
             time.sleep(1.0)

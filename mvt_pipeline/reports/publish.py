@@ -122,9 +122,9 @@ def render_night(registry: Registry, inputs: NightInputs, night: ReportNight) ->
     return pages
 
 
-def publish(reports_dir: Path, registry: Registry, inputs: NightInputs, night: ReportNight) -> PublishedNight:
-    """Render and publish the night, then the index of every kept night."""
-    pages = render_night(registry, inputs, night)
+def publish_pages(reports_dir: Path, pages: dict[str, str], inputs: NightInputs, night: ReportNight) -> PublishedNight:
+    """Put the rendered night in place (renamed, the index last), then the index of every kept night."""
     decisions = inputs.history.decisions
     return publish_night(Path(reports_dir), night.as_of, pages,
                          root_index=lambda nights: render_nights_index(nights, decisions, night.generated_at))
+

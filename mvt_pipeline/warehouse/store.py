@@ -25,12 +25,21 @@ def _as_date(as_of: dt.date | str) -> dt.date:
     return as_of if isinstance(as_of, dt.date) else dt.date.fromisoformat(as_of)
 
 
-# --- writes -----------------------------------------------------------------------------------
+# --- writes ---------------------------------------------------------------------------------
+#
+# A night's analysis tables are written by several assets, one after the other. So that a reader
+# never sees a mix (tonight's effects beside last night's decisions), a run that ends by publishing
+# the night (the reports asset) *stages* every table's rows under its key in `analysis_staging`, and
+# `publish_night` moves all of them into `analysis` in one transaction. A run that crashed leaves
+# only staged rows behind, never read by anyone and dropped by the next publish. Runs that write the
+# warehouse never overlap (the writer lock), so what another key staged is a dead run's garbage.
 
-def replace_nights(conn: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame], as_of: dt.date | str) -> dict[str, int]:
-    """Write each frame as the `as_of` night of its table (other nights are kept), all tables in one
-    transaction. A frame with no rows clears that night. Returns rows written per table."""
-    night = _as_date(as_of)
+STAGING_SCHEMA = "analysis_staging"
+STAGED_NIGHTS = f"{STAGING_SCHEMA}.staged_nights"  # (stage_key, as_of, name, row_count, staged_at)
+_STAGE_KEY = "_stage_key"
+
+
+def _prepared(frames: dict[str, pd.DataFrame], night: dt.date) -> dict[str, pd.DataFrame]:
     computed_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
     prepared = {}
     for name, frame in frames.items():
@@ -44,20 +53,69 @@ def replace_nights(conn: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFra
         if "computed_at" in t.column_names:
             out["computed_at"] = computed_at
         prepared[name] = out
-    for name in prepared:
-        ensure_table(conn, name)
+    return prepared
+
+
+def _insert_frame(conn, target: str, frame: pd.DataFrame, stage_key: str | None = None) -> None:
+    if not (len(frame) and len(frame.columns)):
+        return
+    conn.register("_night_frame", frame)
+    try:
+        if stage_key is None:
+            conn.execute(f"insert into {target} by name select * from _night_frame")
+        else:
+            conn.execute(f'insert into {target} by name select *, ?::varchar as "{_STAGE_KEY}" from _night_frame',
+                         [stage_key])
+    finally:
+        conn.unregister("_night_frame")
+
+
+def _staged_table(conn: duckdb.DuckDBPyConnection, name: str) -> str:
+    """`analysis_staging.<name>`: the analysis table's columns plus the stage key, recreated when an
+    upgrade changed the analysis table (staged rows are transient: nothing of value is dropped)."""
+    t = ensure_table(conn, name)
+    conn.execute(f"create schema if not exists {STAGING_SCHEMA}")
+    conn.execute(f"create table if not exists {STAGED_NIGHTS} (stage_key varchar, as_of date, name varchar, "
+                 "row_count bigint, staged_at timestamp)")
+    staged = f'{STAGING_SCHEMA}."{t.name}"'
+    cols = [r[0] for r in conn.execute(
+        "select column_name from information_schema.columns where table_catalog = current_database()"
+        " and table_schema = ? and table_name = ? order by ordinal_position", [STAGING_SCHEMA, t.name]).fetchall()]
+    published = [r[0] for r in conn.execute(
+        "select column_name from information_schema.columns where table_catalog = current_database()"
+        " and table_schema = ? and table_name = ? order by ordinal_position", ["analysis", t.name]).fetchall()]
+    if cols != [*published, _STAGE_KEY]:
+        conn.execute(f"drop table if exists {staged}")
+        conn.execute(f'create table {staged} as select *, null::varchar as "{_STAGE_KEY}" from {t.qualified} limit 0')
+    return staged
+
+
+def replace_nights(conn: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame], as_of: dt.date | str,
+                   stage_key: str | None = None) -> dict[str, int]:
+    """Write each frame as the `as_of` night of its table (other nights are kept), all tables in one
+    transaction. A frame with no rows clears that night. With `stage_key`, the rows are staged
+    instead, for `publish_night(conn, stage_key, as_of)` to put in place with the rest of the night.
+    Returns rows written per table."""
+    night = _as_date(as_of)
+    prepared = _prepared(frames, night)
+    staged = {name: _staged_table(conn, name) if stage_key else ensure_table(conn, name).qualified
+              for name in prepared}
     written = {}
     conn.execute("begin transaction")
     try:
         for name, frame in prepared.items():
             t = table(name)
-            conn.execute(f'delete from {t.qualified} where "{t.night_column}" = ?', [night])
-            if len(frame) and len(frame.columns):
-                conn.register("_night_frame", frame)
-                try:
-                    conn.execute(f"insert into {t.qualified} by name select * from _night_frame")
-                finally:
-                    conn.unregister("_night_frame")
+            if stage_key is None:
+                conn.execute(f'delete from {t.qualified} where "{t.night_column}" = ?', [night])
+                _insert_frame(conn, t.qualified, frame)
+            else:
+                conn.execute(f'delete from {staged[name]} where "{_STAGE_KEY}" = ? and "{t.night_column}" = ?',
+                             [stage_key, night])
+                _insert_frame(conn, staged[name], frame, stage_key)
+                conn.execute(f"delete from {STAGED_NIGHTS} where stage_key = ? and as_of = ? and name = ?",
+                             [stage_key, night, name])
+                conn.execute(f"insert into {STAGED_NIGHTS} values (?, ?, ?, ?, now()::timestamp)",
+                             [stage_key, night, name, len(frame)])
             written[name] = len(frame)
         conn.execute("commit")
     except BaseException:
@@ -66,15 +124,68 @@ def replace_nights(conn: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFra
     return written
 
 
-def night(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | str) -> pd.DataFrame:
-    """One night of an analysis table (an empty frame with the table's columns when none)."""
+def staged_tables(conn: duckdb.DuckDBPyConnection, stage_key: str | None, as_of: dt.date | str) -> list[str]:
+    """The tables `stage_key` has staged for the night (none without a key or a staging schema)."""
+    if stage_key is None or not conn.execute(
+            "select count(*) from information_schema.tables where table_catalog = current_database()"
+            " and table_schema = ? and table_name = 'staged_nights'", [STAGING_SCHEMA]).fetchone()[0]:
+        return []
+    return [r[0] for r in conn.execute(f"select name from {STAGED_NIGHTS} where stage_key = ? and as_of = ? "
+                                       "order by name", [stage_key, _as_date(as_of)]).fetchall()]
+
+
+def publish_night(conn: duckdb.DuckDBPyConnection, stage_key: str, as_of: dt.date | str) -> dict[str, int]:
+    """Put every table `stage_key` staged for the night in place, in one transaction, and empty the
+    staging schema (a dead run's leftovers included). Returns rows published per table."""
+    night = _as_date(as_of)
+    names = staged_tables(conn, stage_key, night)
+    leftovers = [r[0] for r in conn.execute(
+        "select table_name from information_schema.tables where table_catalog = current_database()"
+        " and table_schema = ? and table_name <> 'staged_nights'", [STAGING_SCHEMA]).fetchall()]
+    published = {}
+    conn.execute("begin transaction")
+    try:
+        for name in names:
+            t = table(name)
+            staged = f'{STAGING_SCHEMA}."{t.name}"'
+            conn.execute(f'delete from {t.qualified} where "{t.night_column}" = ?', [night])
+            conn.execute(f'insert into {t.qualified} by name select * exclude ("{_STAGE_KEY}") from {staged} '
+                         f'where "{_STAGE_KEY}" = ? and "{t.night_column}" = ?', [stage_key, night])
+            published[name] = int(conn.execute(f"select row_count from {STAGED_NIGHTS} where stage_key = ? "
+                                               "and as_of = ? and name = ?", [stage_key, night, name]).fetchone()[0])
+        for name in leftovers:
+            conn.execute(f'delete from {STAGING_SCHEMA}."{name}"')
+        if leftovers or names:
+            conn.execute(f"delete from {STAGED_NIGHTS}")
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    return published
+
+
+def night(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | str, stage_key: str | None = None) -> pd.DataFrame:
+    """One night of an analysis table (an empty frame with the table's columns when none): the rows
+    `stage_key` staged for it, if it did, else the published ones."""
     t = ensure_table(conn, name)
+    if name in staged_tables(conn, stage_key, as_of):
+        return conn.execute(f'select * exclude ("{_STAGE_KEY}") from {STAGING_SCHEMA}."{t.name}" '
+                            f'where "{_STAGE_KEY}" = ? and "{t.night_column}" = ?', [stage_key, _as_date(as_of)]).df()
     return conn.execute(f'select * from {t.qualified} where "{t.night_column}" = ?', [_as_date(as_of)]).df()
 
 
-def table_row_count(conn: duckdb.DuckDBPyConnection, name: str) -> int:
+def table_row_count(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | str | None = None,
+                    stage_key: str | None = None) -> int:
+    """Rows of the table, as it will read once the staged night (if any) is published."""
     t = ensure_table(conn, name)
-    return int(conn.execute(f"select count(*) from {t.qualified}").fetchone()[0])
+    total = int(conn.execute(f"select count(*) from {t.qualified}").fetchone()[0])
+    if as_of is not None and name in staged_tables(conn, stage_key, as_of):
+        night_rows = conn.execute(f'select count(*) from {t.qualified} where "{t.night_column}" = ?',
+                                  [_as_date(as_of)]).fetchone()[0]
+        staged = conn.execute(f"select row_count from {STAGED_NIGHTS} where stage_key = ? and as_of = ? and name = ?",
+                              [stage_key, _as_date(as_of), name]).fetchone()[0]
+        total += int(staged) - int(night_rows)
+    return total
 
 
 # --- the night the marts were built for -------------------------------------------------------
@@ -195,12 +306,12 @@ def failed_blocking_suites(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str
     return [s for s in failed if s == SUITE_NAME or blocks_the_night(s.removeprefix("telemetry_"))]
 
 
-def decision_inputs(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str):
+def decision_inputs(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str, stage_key: str | None = None):
     """Everything the night's guardrails and decisions read (`analysis/decision_night.py`)."""
     from ..analysis.decision_night import DecisionInputs
 
     return DecisionInputs(
-        effects=night(conn, "effects", as_of), srm=night(conn, "srm", as_of), cell_stats=cell_stats(conn, overall=True),
+        effects=night(conn, "effects", as_of, stage_key), srm=night(conn, "srm", as_of, stage_key), cell_stats=cell_stats(conn, overall=True),
         cell_quantiles=cell_quantiles(conn), slo_hourly=slo_hourly(conn),
         lag_p95_seconds=night_lag_p95_seconds(conn, as_of), failed_blocking_checks=failed_blocking_suites(conn, as_of))
 
@@ -229,11 +340,19 @@ def slo_hourly(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 # --- reads across kept nights and days (the reports' time series) ------------------------------
 
-def nights_until(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | str) -> pd.DataFrame:
-    """Every kept night of an `analysis.*` table up to `as_of` (a backfilled page shows its past only)."""
+def nights_until(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | str,
+                 stage_key: str | None = None) -> pd.DataFrame:
+    """Every kept night of an `analysis.*` table up to `as_of` (a backfilled page shows its past only),
+    the night itself as `night` reads it (staged rows when `stage_key` staged them)."""
     t = ensure_table(conn, name)
-    return conn.execute(f'select * from {t.qualified} where "{t.night_column}" <= ? order by "{t.night_column}"',
-                        [_as_date(as_of)]).df()
+    earlier = conn.execute(f'select * from {t.qualified} where "{t.night_column}" < ? order by "{t.night_column}"',
+                           [_as_date(as_of)]).df()
+    tonight = night(conn, name, as_of, stage_key)
+    if earlier.empty:
+        return tonight.reset_index(drop=True)
+    if tonight.empty:
+        return earlier
+    return pd.concat([earlier, tonight], ignore_index=True)
 
 
 def exposures_per_day(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:

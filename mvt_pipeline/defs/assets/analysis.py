@@ -9,6 +9,7 @@ from ...config import settings
 from ...registry import load_registry
 from ...warehouse import store
 from ..catalog import analysis_tables_metadata, experiment_owners
+from ..night_scope import stage_key
 from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
@@ -40,8 +41,10 @@ def factorial_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         cells = store.cell_stats(conn, overall=True)
         effects = all_effects(registry, cells, agg_cell_quantiles=store.cell_quantiles(conn))
         srm = all_srm(registry, store.assignment_quality(conn), store.segment_unit_counts(conn))
-        store.replace_nights(conn, {"effects": effects, "srm": srm, "cell_bayes": all_bayes(registry, cells)}, as_of)
-        counts = {name: store.table_row_count(conn, name) for name in ("effects", "srm", "cell_bayes")}
+        key = stage_key(context)
+        store.replace_nights(conn, {"effects": effects, "srm": srm, "cell_bayes": all_bayes(registry, cells)}, as_of,
+                             stage_key=key)
+        counts = {name: store.table_row_count(conn, name, as_of, key) for name in ("effects", "srm", "cell_bayes")}
     ok = effects[effects["status"] == "ok"]
     top = ok[(ok["metric_role"] == "primary")].sort_values("p_value").head(5)
     context.log.info(f"{len(ok)} effects estimated for {effects['experiment_id'].nunique()} experiments")

@@ -6,6 +6,7 @@ from ...config import settings
 from ...registry import load_registry
 from ...warehouse import store
 from ..catalog import analysis_tables_metadata, experiment_owners
+from ..night_scope import stage_key
 from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
@@ -31,8 +32,9 @@ def stale_flag_audit(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     with duckdb.get_connection() as conn:
         store.require_marts_for(conn, as_of)
         audit = audit_flags(flags, registry, store.last_exposures(conn), as_of)
-        store.replace_nights(conn, {"stale_flags": audit}, as_of)
-        counts = {"stale_flags": store.table_row_count(conn, "stale_flags")}
+        key = stage_key(context)
+        store.replace_nights(conn, {"stale_flags": audit}, as_of, stage_key=key)
+        counts = {"stale_flags": store.table_row_count(conn, "stale_flags", as_of, key)}
     by_class = audit["classification"].value_counts().to_dict() if not audit.empty else {}
     yield dg.MaterializeResult(metadata={
         **analysis_tables_metadata(counts),

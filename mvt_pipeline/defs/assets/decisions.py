@@ -6,6 +6,7 @@ from ...config import settings
 from ...registry import load_registry
 from ...warehouse import store
 from ..catalog import analysis_tables_metadata, experiment_owners
+from ..night_scope import stage_key
 from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
@@ -37,10 +38,12 @@ def experiment_decisions(context: dg.AssetExecutionContext, duckdb: DuckDBResour
     as_of = night_of(context)
     with duckdb.get_connection() as conn:
         store.require_marts_for(conn, as_of)
-        night = decide_night(registry, store.decision_inputs(conn, as_of), as_of, s.reports_dir)
+        key = stage_key(context)
+        night = decide_night(registry, store.decision_inputs(conn, as_of, key), as_of, s.reports_dir)
         store.replace_nights(conn, {"guardrails": night.guardrails, "budget_burn": night.burn,
-                                    "decisions": night.decisions}, as_of)
-        counts = {name: store.table_row_count(conn, name) for name in ("decisions", "guardrails", "budget_burn")}
+                                    "decisions": night.decisions}, as_of, stage_key=key)
+        counts = {name: store.table_row_count(conn, name, as_of, key)
+                  for name in ("decisions", "guardrails", "budget_burn")}
     for row in night.decisions.itertuples():
         context.log.info(f"{row.experiment_id}: {row.label}")
     yield dg.MaterializeResult(metadata={

@@ -6,6 +6,7 @@ from ...config import settings
 from ...registry import load_registry
 from ...warehouse import store
 from ..catalog import analysis_tables_metadata, experiment_owners
+from ..night_scope import stage_key
 from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
@@ -21,8 +22,9 @@ def hte_effects(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
     with duckdb.get_connection() as conn:
         store.require_marts_for(conn, as_of)
         segments, hetero, skipped = all_hte(registry, store.cell_stats(conn, overall=False))
-        store.replace_nights(conn, {"hte": segments, "hte_heterogeneity": hetero}, as_of)
-        counts = {name: store.table_row_count(conn, name) for name in ("hte", "hte_heterogeneity")}
+        key = stage_key(context)
+        store.replace_nights(conn, {"hte": segments, "hte_heterogeneity": hetero}, as_of, stage_key=key)
+        counts = {name: store.table_row_count(conn, name, as_of, key) for name in ("hte", "hte_heterogeneity")}
     flagged = hetero[hetero["q_value"] < HETEROGENEITY_FLAG_Q] if len(hetero) else hetero
     return dg.MaterializeResult(metadata={
         **analysis_tables_metadata(counts),
