@@ -7,9 +7,14 @@ One line per flag; the header needs key, state, variants (`a;b;c`), last_modifie
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
-from .flagd import FLAG_STATES, ROLLOUT_DATE_KEYS, FlagDefinition, FlagFileError, parse_metadata_date
+from ..config import settings
+from ..safe_files import UnsafeFileError, read_text
+from .flagd import (
+    FLAG_STATES, MAX_FLAG_FILE_BYTES, ROLLOUT_DATE_KEYS, FlagDefinition, FlagFileError, parse_metadata_date,
+)
 
 CSV_COLUMNS = ("key", "state", "variants", "last_modified", "owner")  # required header
 CSV_OPTIONAL_COLUMNS = ("default_variant", "rolled_out_at")
@@ -27,17 +32,18 @@ def load_flag_csv(path: str | Path) -> list[FlagDefinition]:
     """
     path = Path(path)
     name = path.name
+    try:  # same rules as flagd files: no symlink, regular file, size cap, UTF-8 (safe_files)
+        text = read_text(path, settings().data_dir, MAX_FLAG_FILE_BYTES, name)
+    except UnsafeFileError as exc:
+        raise FlagFileError(str(exc)) from None
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in CSV_COLUMNS if c not in header]
-            if missing:
-                raise FlagFileError(f"{name}: header: missing column(s) {', '.join(missing)}")
-            reader.fieldnames = header
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FlagFileError(f"{name}: cannot read: {exc}") from exc
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        if missing:
+            raise FlagFileError(f"{name}: header: missing column(s) {', '.join(missing)}")
+        reader.fieldnames = header
+        rows = list(reader)
     except csv.Error as exc:
         raise FlagFileError(f"{name}: not valid CSV: {exc}") from exc
     flags: list[FlagDefinition] = []

@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from pydantic import ValidationError
 
 from ..audit.flagd import FlagDefinition
-from .loader import RegistryError, load_registry
+from .loader import RegistryError, load_registry, read_registry_yaml
 from .models import Experiment, Metric, Registry
 
 LINT_COLUMNS = ["severity", "rule", "experiment_id", "detail"]
@@ -272,16 +271,10 @@ def _read_list(path: Path, key: str) -> tuple[list[Any] | None, list[dict]]:
     def bad(why: str) -> tuple[None, list[dict]]:
         return None, [_row("ERROR", "invalid_registry", None, f"{path.name}: {why}")]
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return bad("file not found")
-    except (OSError, UnicodeDecodeError) as exc:
-        return bad(f"cannot read: {exc}")
-    except yaml.YAMLError as exc:
-        return bad(f"not valid YAML: {' '.join(str(exc).split())}")
-    if not isinstance(data, dict):
-        return bad("expected a mapping at the top level")
+    try:  # the loader's reader: same refusals (links, size, encoding, aliases, duplicates, depth)
+        data = read_registry_yaml(path, path.name)
+    except RegistryError as exc:
+        return None, [_row("ERROR", "invalid_registry", None, " ".join(str(exc).split()))]
     items = data.get(key)
     if items is None:
         return [], []

@@ -1,14 +1,18 @@
 """Pydantic models of the experiment and metric registry (docs/architecture.md §3).
 
 Names that end up in SQL or in statistical model terms are validated against a strict pattern here,
-once, so no later layer has to trust user text.
+once, so no later layer has to trust user text. Every float must be finite (`allow_inf_nan=False`):
+a NaN passes `w <= 0` and every other comparison, so it would reach the engine silently; counts have
+an upper bound so they fit the warehouse's BIGINT columns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
-from typing import Literal
+from collections import Counter
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,9 +27,11 @@ def is_valid_name(name: str) -> bool:
 
 
 DEFAULT_ALPHA = 0.05  # an experiment's significance level unless the registry says otherwise
+MAX_COUNT = 2**53  # upper bound of unit / event counts: exact as a float, fits BIGINT
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Factor(_Strict):
@@ -34,7 +40,8 @@ class Factor(_Strict):
     control: str
     flag_key: str | None = Field(default=None, pattern=FLAG_KEY_PATTERN)
     code: str | None = Field(default=None, pattern=r"^[A-Z]$")
-    weights: list[float] | None = None
+    # each weight finite (model config) and > 0, so an error names the one weight: factors.0.weights.1
+    weights: list[Annotated[float, Field(gt=0)]] | None = None
 
     @field_validator("levels")
     @classmethod
@@ -51,8 +58,10 @@ class Factor(_Strict):
         if self.control not in self.levels:
             raise ValueError(f"control level {self.control!r} is not one of {self.levels}")
         if self.weights is not None:
-            if len(self.weights) != len(self.levels) or any(w <= 0 for w in self.weights):
-                raise ValueError("weights must be one positive number per level")
+            if len(self.weights) != len(self.levels):
+                raise ValueError("weights must be one positive finite number per level")
+            if not math.isfinite(sum(self.weights)):
+                raise ValueError("weights are too large: their sum is not a finite number")
         return self
 
     @property
@@ -100,7 +109,7 @@ class DecisionRules(_Strict):
     burn_short_windows_hours: list[int] = Field(default_factory=lambda: [1, 6], min_length=1)
     burn_long_window_hours: int = Field(default=24, ge=1, le=24 * 31)
     # a window with fewer events than this is not judged (one failed request in three is noise)
-    burn_min_events: int = Field(default=50, ge=1)
+    burn_min_events: int = Field(default=50, ge=1, le=MAX_COUNT)
     # invalid: a source of the experiment is this many hours late (p95 of received_at - ts)
     max_telemetry_lag_hours: float = Field(default=24.0, gt=0)
     # stop_futility: the primary interval excludes the MDE (needs `mde`); off -> keep running instead
@@ -137,10 +146,10 @@ class Experiment(_Strict):
     mde: float | None = Field(default=None, gt=0)
     segments: list[str] = Field(default_factory=list)
     flip_policy: Literal["exclude", "first_cell"] = "exclude"
-    min_units_per_cell: int = Field(default=150, ge=1)
+    min_units_per_cell: int = Field(default=150, ge=1, le=MAX_COUNT)
     # Planned total units: the tuning point N* of the always-valid confidence sequences. Fixed for
     # the experiment's life; without it N* falls back to tonight's units (valid per look only).
-    planned_units: int | None = Field(default=None, ge=2)
+    planned_units: int | None = Field(default=None, ge=2, le=MAX_COUNT)
     # What decisions use: always-valid (sequential) p-values, safe under nightly peeking, or
     # fixed-horizon ones (only valid if you look once, at the planned end).
     decision_basis: Literal["sequential", "fixed"] = "sequential"
@@ -249,12 +258,12 @@ class Registry(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "Registry":
-        ids = [e.id for e in self.experiments]
-        dupes = {i for i in ids if ids.count(i) > 1}
+        # Counter, not list.count: a registry of many entries must not take quadratic time
+        dupes = {i for i, n in Counter(e.id for e in self.experiments).items() if n > 1}
         if dupes:
             raise ValueError(f"duplicate experiment ids: {sorted(dupes)}")
         names = [m.name for m in self.metrics]
-        dupes = {n for n in names if names.count(n) > 1}
+        dupes = {i for i, n in Counter(names).items() if n > 1}
         if dupes:
             raise ValueError(f"duplicate metric names: {sorted(dupes)}")
         known = set(names)

@@ -1,7 +1,8 @@
 import dagster as dg
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from ...audit import NEEDS_ACTION, audit_flags, load_flag_files
+from ...audit import AUDIT_COLUMNS, NEEDS_ACTION, FlagFileError, audit_flags, load_flag_files
 from ...config import settings
 from ...registry import load_registry
 from ...warehouse import store
@@ -27,11 +28,12 @@ def stale_flag_audit(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     `analysis.stale_flags`, with owner, age and the recommended action."""
     s = settings()
     registry = load_registry(s.registry_dir)
-    flags = load_flag_files(s.flags_dir) if s.flags_dir.exists() else []
+    flags, flag_error = _flags_or_error(context)
     as_of = night_of(context)
     with duckdb.get_connection() as conn:
         store.require_marts_for(conn, as_of)
-        audit = audit_flags(flags, registry, store.last_exposures(conn), as_of)
+        audit = (audit_flags(flags, registry, store.last_exposures(conn), as_of) if flag_error is None
+                 else pd.DataFrame(columns=AUDIT_COLUMNS))
         key = stage_key(context)
         store.replace_nights(conn, {"stale_flags": audit}, as_of, stage_key=key)
         counts = {"stale_flags": store.table_row_count(conn, "stale_flags", as_of, key)}
@@ -39,8 +41,14 @@ def stale_flag_audit(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     yield dg.MaterializeResult(metadata={
         **analysis_tables_metadata(counts),
         "flags": len(flags),
+        **({"flag_file_error": flag_error} if flag_error is not None else {}),
         "by_class": dg.MetadataValue.json({k: int(v) for k, v in by_class.items()}),
     })
+    if flag_error is not None:
+        yield dg.AssetCheckResult(check_name="no_stale_flags", passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                  description=f"flag files unreadable, no audit tonight: {flag_error}",
+                                  metadata={"error": flag_error})
+        return
     action = audit[audit["classification"].isin(NEEDS_ACTION)] if not audit.empty else audit
     yield dg.AssetCheckResult(
         check_name="no_stale_flags", passed=action.empty, severity=dg.AssetCheckSeverity.WARN,
@@ -48,3 +56,14 @@ def stale_flag_audit(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             action[["flag_key", "classification", "owner", "recommended_action"]].to_markdown(index=False)
             if not action.empty else "(none)")},
     )
+
+
+def _flags_or_error(context: dg.AssetExecutionContext) -> tuple[list, str | None]:
+    """The night's flags, or none and the reason: a bad flag file fails this audit's check (ERROR,
+    naming file, path and reason), not the asset, so the reports and the night still publish."""
+    s = settings()
+    try:
+        return (load_flag_files(s.flags_dir) if s.flags_dir.exists() or s.flags_dir.is_symlink() else []), None
+    except FlagFileError as exc:
+        context.log.error(f"flag files unreadable, stale-flag audit skipped: {exc}")
+        return [], str(exc)
