@@ -19,7 +19,7 @@ DAYS ?= 7
 SEED ?= 42
 START ?= 2026-11-10
 
-.PHONY: install setup demo test ui clean
+.PHONY: install setup demo test test-faults ui clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ test: setup
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
 	exit $$status
+
+test-faults: setup
+	$(BIN)/python -m pytest -q -m faults_full mvt_pipeline_tests/test_faults.py
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

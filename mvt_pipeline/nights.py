@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +17,11 @@ from pathlib import Path
 
 from .config import export_dagster_home, export_dbt_environment, quiet_third_party_telemetry, settings
 
-DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+def dagster_yaml_settings() -> dict:
+    """The instance settings the project needs (run_guard.instance_settings), from the run timeout."""
+    from .run_guard import instance_settings
+
+    return instance_settings(settings().runs.timeout_s)
 
 
 class NightError(ValueError):
@@ -36,14 +42,26 @@ class NightResult:
 
 
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME (default `.dagster_home` in the project) with telemetry off and one warehouse
-    writer at a time; an existing dagster.yaml is left as it is."""
+    """DAGSTER_HOME (default `.dagster_home` in the project) with telemetry off, one warehouse writer
+    and one queued run at a time, and run monitoring (docs/operations.md). An existing dagster.yaml
+    gains the keys it lacks; the user's own keys and values stay (written to a temp file, renamed)."""
+    import yaml
+
+    from .run_guard import merge_missing
+
     home = settings().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        tmp = home / ".dagster.yaml.tmp"
-        tmp.write_text(DAGSTER_YAML)
+    current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
+    if not isinstance(current, dict):
+        raise NightError(f"{config} is not a YAML mapping: fix or remove it")
+    required = dagster_yaml_settings()
+    if "run_queue" in current or "run_coordinator" in current:
+        required["concurrency"].pop("runs")  # the user's run queue settings rule (Dagster rejects both)
+    merged = merge_missing(current, required)
+    if merged != current or not config.exists():
+        tmp = home / f".dagster.yaml.{os.getpid()}.tmp"
+        tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
         tmp.replace(config)
     export_dagster_home(home)
     return home
@@ -96,6 +114,41 @@ def _alert_log(quiet: bool) -> logging.Logger:
     return log
 
 
+def _guard_log() -> logging.Logger:
+    """What a run waits for (the writer lock, a reader of the warehouse) on the console: the run's
+    own console logger shows warnings only."""
+    log = logging.getLogger("mvt_pipeline.run_guard")
+    if not log.handlers:
+        log.addHandler(logging.StreamHandler())
+        log.propagate = False
+    log.setLevel(logging.INFO)
+    return log
+
+
+def _failure_message(result) -> str:
+    """The first failed step's message; for a run that failed before its steps (the warehouse stayed
+    busy, a signal while waiting), the run guard's own message instead of Dagster's generic one."""
+    from .run_guard import RunInterrupted, WarehouseBusy
+
+    guard = {WarehouseBusy.__name__, RunInterrupted.__name__}
+    failures = [e for e in result.all_events if e.is_step_failure or e.event_type_value == "RUN_FAILURE"]
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None:
+            if error.cls_name in guard:
+                return error.message.strip().removeprefix(f"mvt_pipeline.run_guard.{error.cls_name}: ")
+            error = error.cause
+    steps = [e for e in failures if e.is_step_failure]
+    return (steps or failures)[0].message if failures else "run failed"
+
+
+def _process_tags() -> dict[str, str]:
+    """The run's process, so a later run can tell it died even before it took the writer lock."""
+    from .run_guard import TAG_HOST, TAG_PID
+
+    return {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname()}
+
+
 def run_job(job_name: str, night: str, *, force: bool = False, instance=None, quiet: bool = True,
             trigger: str = "cli") -> NightResult:
     """One run of a job of the code location for one night, then its alerts (failed checks, failure)."""
@@ -113,15 +166,13 @@ def run_job(job_name: str, night: str, *, force: bool = False, instance=None, qu
         run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
     if force:
         run_config["ops"] = {"raw_events": {"config": {"force": True}}}
+    _guard_log()
     started = time.perf_counter()
     result = job.execute_in_process(run_config=run_config, instance=instance, partition_key=night,
-                                    tags={"mvt/trigger": trigger}, raise_on_error=False)
+                                    tags={"mvt/trigger": trigger, **_process_tags()}, raise_on_error=False)
     failed = [f"{c.asset_key.to_user_string()}.{c.check_name} ({c.severity.value})"
               for c in result.get_asset_check_evaluations() if not c.passed]
-    error = None
-    if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure or e.event_type_value == "RUN_FAILURE"]
-        error = failures[0].message if failures else "run failed"
+    error = None if result.success else _failure_message(result)
     run = instance.get_run_by_id(result.run_id)
     summary = raise_alerts(_alert_log(quiet), run_signals(instance, run, error))
     alerts = len([a for a in summary.recorded if a.status != "suppressed"])

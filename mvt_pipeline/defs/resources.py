@@ -3,11 +3,18 @@ location loads, so tests can point each load at a tmp directory."""
 
 from __future__ import annotations
 
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
+from .. import run_guard
 from ..config import DBT_PROJECT_DIR, dbt_executable, export_dbt_environment, settings
 
 # Every asset that writes the warehouse runs in this pool; the instance limits it to one slot
@@ -31,14 +38,62 @@ if _preparer.using_dagster_dev():
     _preparer.prepare(dbt_project)
 
 
+class WarehouseResource(DuckDBResource):
+    """The warehouse for one run: the run holds the writer lock from set-up to teardown (resources
+    of the in-process executor are set up once per run, CLI and daemon runs alike), heals the runs
+    that died, and waits for a process that has the DuckDB file open instead of failing at once."""
+
+    lock_wait_s: float = 0.0
+    _lock: run_guard.WriterLock | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        if run is None or context.instance is None or self.database == ":memory:":
+            return  # not a run (a sensor, a test's direct use): no lock to take
+        instance = context.instance
+
+        def say(message: str) -> None:  # the run's event log (UI), and the console of `mvt` runs
+            context.log.info(message)
+            run_guard.log.info(message)
+
+        instance.add_run_tags(run.run_id, {run_guard.TAG_PID: str(os.getpid()),
+                                           run_guard.TAG_HOST: socket.gethostname()})
+        run_guard.mark_run_process()
+        lock = run_guard.WriterLock(Path(self.database))
+        lock.acquire(run.run_id, self.lock_wait_s, say=say)
+        self._lock = lock
+        instance.add_run_tags(run.run_id, {run_guard.TAG_WRITER: "1"})
+        run_guard.heal_dead_runs(instance, run.run_id, say=say)
+        # A reader holding the file would fail the first step: wait for it here, with a clear message.
+        run_guard.connect_writable(self.database, self._config(), self.lock_wait_s, say=say).close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _config(self) -> dict:
+        return {"custom_user_agent": "dagster", **self.connection_config}
+
+    @contextmanager
+    def get_connection(self):
+        conn = run_guard.connect_writable(self.database, self._config(), self.lock_wait_s)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
 def build_resources() -> dict:
     s = settings()
     s.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         # Bounded memory with spill to disk: large nights slow down instead of running out of RAM.
-        "duckdb": DuckDBResource(database=str(s.duckdb_path), connection_config={
+        "duckdb": WarehouseResource(database=str(s.duckdb_path), lock_wait_s=s.runs.lock_wait_s, connection_config={
             "memory_limit": s.duckdb_memory_limit, "temp_directory": str(s.duckdb_temp_dir)}),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        # dbt through a wrapper that dies with the run process (no orphan dbt after a kill -9).
+        "dbt": DbtCliResource(project_dir=dbt_project,
+                              dbt_executable=run_guard.dbt_wrapper(dbt_executable(), s.dagster_home / "bin")),
     }
 
 

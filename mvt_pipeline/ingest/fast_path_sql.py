@@ -23,9 +23,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from .file_readers import MAX_LINE_BYTES
-from .validation_sql import (ANY_PII, CHECKED_COLUMNS, KNOWN_FIELDS, LINE_FILTER, payload_hash_sql, rebuilt_line_sql,
-                             sql_list, utc_timestamp_sql, value_sql)
+from ..config import settings
+from .validation_sql import (ANY_PII, CHECKED_COLUMNS, KNOWN_FIELDS, LINE_FILTER, MAX_SEQ, context_may_be_deep_sql,
+                             PII_ID_FIELDS, payload_hash_sql, rebuilt_line_sql, received_ok_sql, sql_list, ts_ok_sql,
+                             utc_timestamp_sql, value_sql)
+from .pii_sql import may_hold_pii_sql
 from .warehouse_schema import PII_KINDS
 
 # Fields not decoded as strings, and their types: `seq` straight to an integer (a line it does not
@@ -53,14 +55,16 @@ def observed_shapes(lines: list[str]) -> tuple[Shape, ...]:
     sample lines use (SDKs serialize their event struct in a fixed order, not always the
     contract's), the contract's compact shape where no sample says otherwise. Only a speed matter:
     a line in any other shape still gets the same row from the general path. Samples that are not
-    objects of known, non-null fields without escapes are ignored."""
+    objects of known, non-null fields without escapes are ignored, and so are lines with many
+    brackets: Python's parser recurses, and sampling must never fail a partition (a 10,000-deep line
+    is the general path's `too_deep`)."""
     counts: Counter = Counter()
     for line in lines:
-        if not line or not line.startswith('{"') or "\\" in line:
+        if not line or not line.startswith('{"') or "\\" in line or line.count("{") + line.count("[") > 64:
             continue
         try:
             pairs = json.loads(line, object_pairs_hook=list)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         keys = tuple(k for k, _v in pairs) if isinstance(pairs, list) else ()
         if keys and set(keys) <= set(KNOWN_FIELDS) and len(set(keys)) == len(keys) \
@@ -130,9 +134,9 @@ def fast_line_sql(shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
 
 
 # Columns of `checked_select_sql` a fast-path row does not carry: constant when accepted (no reason,
-# no unknown field, no PII: a context that holds any is left to the general path).
+# no unknown field, no PII: a context or an id that may hold any is left to the general path).
 FAST_CONSTANTS = {"reason": "null::varchar", "raw": "null::varchar", "extra": "null::json",
-                  **{f"pii_{k}": "0::bigint" for k in PII_KINDS}}
+                  **{f"pii_{k}": "0::bigint" for k in PII_KINDS}, "pii_ids": "null::varchar"}
 FAST_COLUMNS = tuple(c for c in CHECKED_COLUMNS if c not in FAST_CONSTANTS)
 
 
@@ -145,10 +149,14 @@ def fast_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: list[
     (`observed_shapes`)."""
     experiments = sql_list(sorted({e for e, _f, _l in levels}) or [""])
     cell_list = sql_list(cells or [""])
+    limits = settings().limits
+    # the ids and the metric name in one text (chr(31) separated: no pattern spans two of them)
+    # (a test only: an id holding chr(31) at worst sends its line to the general path)
+    names = "concat_ws(chr(31), " + ", ".join(f"t.{f}" for f in (*PII_ID_FIELDS, "metric")) + ")"
     return f"""
 with attempted as not materialized (
     select file_idx, line_number, line, pre_reason,
-        case when pre_reason is null and strlen(line) <= {MAX_LINE_BYTES} and prefix(line, '{{')
+        case when pre_reason is null and strlen(line) <= {limits.max_line_bytes} and prefix(line, '{{')
                   and suffix(line, '}}') and not contains(line, '\\') and not contains(line, chr(0))
              then try(json_transform(line, '{transform_type()}')) end as t
     from {lines}
@@ -169,9 +177,13 @@ with attempted as not materialized (
     from decoded
 ), judged as not materialized (
     select *,
-        coalesce(canonical and t.event_id <> '' and t.unit_id <> '' and ts is not null
-            and (t.received_at is null or received_at is not null)
-            and (t.context is null or context_text is not null and not regexp_matches(context_text, '{ANY_PII}'))
+        coalesce(canonical and t.event_id <> '' and t.unit_id <> '' and {ts_ok_sql('ts', 't.ts')}
+            and (t.received_at is null or {ts_ok_sql('received_at', 't.received_at')}
+                 and {received_ok_sql('received_at', 'ts')})
+            and (t.seq is null or t.seq between 0 and {MAX_SEQ})
+            and (t.context is null or context_text is not null and not regexp_matches(context_text, '{ANY_PII}')
+                 and not {context_may_be_deep_sql('context_text', limits.max_json_depth)})
+            and not {may_hold_pii_sql(names)}
             and case t.event_type
                 when 'exposure' then t.experiment_id <> '' and list_contains({experiments}, t.experiment_id)
                     and list_contains({cell_list}, concat(t.experiment_id, chr(31), assignment_text))

@@ -19,21 +19,36 @@ accepted, with the same reason codes whatever the file type:
 - Files the fast readers refuse (invalid UTF-8, truncated gzip, a line holding the separator byte)
   take a Python fallback that recovers every decodable line and marks only the bad ones (`encoding`,
   `oversized_line`, `truncated_file`). Good files never go through Python line by line.
+- Memory is bounded whatever a file holds (`settings().limits`, docs/telemetry.md "Limits"): before
+  polars sees a JSON-lines file, a streamed pre-scan (`scan_text`: 4 MiB blocks, gzip inflated
+  incrementally, numpy newline search) measures its decompressed size and longest line. Over
+  `max_file_bytes` (on disk or decompressed, also for CSV / Parquet): one `oversized_file` row. A
+  line over `max_line_bytes`, a truncated gzip or a flood of blank lines: the fallback, which is
+  streamed too (`_LineStream`: at most one line of `max_line_bytes` held, a longer one kept as its
+  first RAW_SNIPPET_CHARS bytes and its length; blank lines skipped without a row).
 - A file that cannot be read at all (empty, binary junk, a gzip with a broken header, a corrupt
-  Parquet) becomes one row with a `pre_reason` and no line number.
+  Parquet, a FIFO or device) becomes one row with a `pre_reason` and no line number; a symbolic link
+  is one `symlink_refused` row and is never opened (`refusal`, `refused_path`).
 """
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 
+from ..config import settings
+
 RAW_SNIPPET_CHARS = 4096
-MAX_LINE_BYTES = 1_048_576
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -85,18 +100,28 @@ def jsonl_chunks(staged: list[StagedFile]) -> list[list[StagedFile]]:
 def read_jsonl_chunk(files: list[StagedFile]) -> pl.DataFrame:
     """`(file_idx, line_number, line, pre_reason)` of every line of `files`; never raises for bad
     content (that becomes rows, and a warning on the StagedFile)."""
-    frames = [_read_jsonl(s) for s in files]
+    limits = settings().limits
+    # the pre-scans (streamed, bounded, and mostly outside the GIL: Arrow's inflate, numpy) of the
+    # chunk's files run side by side, one per core; the files are then read one after the other
+    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        checked = list(pool.map(lambda s: _check_jsonl(s, limits), files))
+    frames = [_read_jsonl(s, limits, c) for s, c in zip(files, checked)]
     return pl.concat(frames) if frames else pl.DataFrame(schema=_LINES_SCHEMA)
 
 
-def _read_jsonl(s: StagedFile) -> pl.DataFrame:
-    if s.path.stat().st_size == 0:
-        return _whole_file_frame(s, "empty_file", "empty file (0 bytes)")
-    if _looks_binary(s.path):
-        return _whole_file_frame(s, "unreadable_file", "binary content: not UTF-8 text lines")
-    if s.path.name.lower().endswith(".gz") and not _has_gzip_magic(s.path):
-        # polars sniffs compression from the content; the name promises gzip, so anything else is broken
-        return _whole_file_frame(s, "unreadable_file", "not a gzip stream (named .gz, no gzip header)")
+def _read_jsonl(s: StagedFile, limits=None, checked: pl.DataFrame | TextScan | None = None) -> pl.DataFrame:
+    limits = limits or settings().limits
+    scan = checked if checked is not None else _check_jsonl(s, limits)
+    if isinstance(scan, pl.DataFrame):
+        return scan
+    if not scan.complete:  # a truncated or corrupt gzip: polars would refuse it after decompressing it all
+        return _python_fallback(s, None, scan.error or "the gzip stream ends early")
+    if scan.longest_line > limits.max_line_bytes:
+        return _python_fallback(s, None, f"a line of {scan.longest_line:,} bytes is over the limit of "
+                                         f"{limits.max_line_bytes:,} (MVT_MAX_LINE_BYTES)")
+    if scan.blank_lines > max(BLANK_LINES_FAST_MAX, scan.lines - scan.blank_lines):
+        # polars would hold a row per blank line (~40 bytes each): stream instead, skipping them
+        return _python_fallback(s, None, f"{scan.blank_lines:,} of its {scan.lines:,} lines are blank")
     try:
         lines = pl.read_csv(s.path, has_header=False, separator="\x1f", quote_char=None, new_columns=["line"],
                             infer_schema=False, raise_if_empty=False)["line"]
@@ -112,6 +137,40 @@ def _read_jsonl(s: StagedFile) -> pl.DataFrame:
     })
 
 
+def _check_jsonl(s: StagedFile, limits) -> pl.DataFrame | TextScan:
+    """The whole-file verdict (one row: refused, empty, too big, binary, not gzip) or the pre-scan of
+    a JSON-lines file; streamed and bounded, safe to run in a worker thread."""
+    refused = refusal(s.path)
+    if refused:
+        return _whole_file_frame(s, *refused)
+    size = s.path.stat().st_size
+    if size == 0:
+        return _whole_file_frame(s, "empty_file", "empty file (0 bytes)")
+    gz = s.path.name.lower().endswith(".gz")
+    if not gz and size > limits.max_file_bytes:
+        return _whole_file_frame(s, "oversized_file", _oversized_file_message(size, limits.max_file_bytes))
+    try:
+        if _looks_binary(s.path):
+            return _whole_file_frame(s, "unreadable_file", "binary content: not UTF-8 text lines")
+        if gz and not _has_gzip_magic(s.path):
+            # polars sniffs compression from the content; the name promises gzip, so anything else is broken
+            return _whole_file_frame(s, "unreadable_file", "not a gzip stream (named .gz, no gzip header)")
+        scan = scan_text(s.path, limits.max_file_bytes)
+    except OSError as exc:  # vanished, or swapped for a link / FIFO since it was listed
+        return _whole_file_frame(s, "unreadable_file", f"cannot read the file: {exc}")
+    if scan.over_limit:
+        return _whole_file_frame(s, "oversized_file", _oversized_file_message(scan.size, limits.max_file_bytes,
+                                                                                 compressed=size))
+    return scan
+
+
+def _oversized_file_message(size: int, limit: int, compressed: int | None = None) -> str:
+    if compressed is None:
+        return f"file is {size:,} bytes, over the limit of {limit:,} bytes (MVT_MAX_FILE_BYTES): not read"
+    return (f"decompresses to more than {limit:,} bytes (reading stopped at {size:,} bytes; {compressed:,} bytes "
+            f"compressed), over the limit of {limit:,} bytes (MVT_MAX_FILE_BYTES): not read")
+
+
 def _all_blank(lines: pl.Series) -> bool:
     """No line holds anything but whitespace; decided by the first non-null line in the usual case."""
     first = lines.drop_nulls().head(1)
@@ -121,7 +180,7 @@ def _all_blank(lines: pl.Series) -> bool:
 
 
 def _has_gzip_magic(path: Path) -> bool:
-    with path.open("rb") as fh:
+    with _open_regular(path) as fh:
         return fh.read(2) == b"\x1f\x8b"
 
 
@@ -173,8 +232,23 @@ def stage_file(conn: duckdb.DuckDBPyConnection, source: str, path: Path, table: 
     fmt = file_format(path) or "unknown"
     if staged is None:
         staged = StagedFile(source, path, fmt)
-    if path.stat().st_size == 0:
+    refused = refusal(path)
+    if refused:
+        return _whole_file(conn, table, staged, *refused)
+    size = path.stat().st_size
+    if size == 0:
         return _whole_file(conn, table, staged, "empty_file", "empty file (0 bytes)")
+    limit = settings().limits.max_file_bytes
+    if size > limit:
+        return _whole_file(conn, table, staged, "oversized_file", _oversized_file_message(size, limit))
+    if path.name.lower().endswith(".gz"):
+        try:
+            decompressed = _decompressed_size(path, limit)
+        except OSError as exc:  # vanished, or swapped for a link / FIFO since it was listed
+            return _whole_file(conn, table, staged, "unreadable_file", f"cannot read the file: {exc}")
+        if decompressed > limit:
+            return _whole_file(conn, table, staged, "oversized_file",
+                               _oversized_file_message(decompressed, limit, compressed=size))
     try:
         if fmt == "csv":
             _read_rows_as_json(conn, path, table, "read_csv(?, header = true, all_varchar = true, null_padding = true, "
@@ -197,12 +271,12 @@ def _looks_binary(path: Path, sample: int = 65536) -> bool:
     import gzip
 
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                head = fh.read(sample)
-        else:
-            with path.open("rb") as fh:
-                head = fh.read(sample)
+        with _open_regular(path) as raw:
+            if path.name.lower().endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+                    head = fh.read(sample)
+            else:
+                head = raw.read(sample)
     except (OSError, EOFError, zlib.error):
         return False  # a broken gzip is diagnosed by the reader (truncated / unreadable)
     if not head:
@@ -257,68 +331,360 @@ def _whole_file(conn, table: str, staged: StagedFile, reason: str, message: str)
     return staged
 
 
-def _gunzip_tolerant(data: bytes) -> tuple[bytes, bool]:
-    """(bytes recovered, complete?) of a possibly truncated, possibly multi-member gzip stream."""
-    out: list[bytes] = []
-    buf = data
-    try:
-        while buf:
-            d = zlib.decompressobj(31)
-            out.append(d.decompress(buf))
-            if not d.eof:
-                return b"".join(out), False
-            buf = d.unused_data
-    except zlib.error:
-        return b"".join(out), False
-    return b"".join(out), True
+# --- links and special files ------------------------------------------------------------------------
+# A dump folder is written by others: a link in it could make the night read (and store in
+# `raw.quarantine.raw`) any file the pipeline can open, `/dev/zero` or a FIFO that blocks forever. So
+# a dump file must be a regular file reached without links; anything else is one quarantine row.
 
 
-def _python_fallback(staged: StagedFile, exc: Exception) -> pl.DataFrame:
-    """Recover what the fast reader refused, line by line, but only for this (already refused) file."""
-    data = staged.path.read_bytes()
-    complete = True
-    if staged.path.name.lower().endswith(".gz"):
-        data, complete = _gunzip_tolerant(data)
-        if not data:
-            return _whole_file_frame(staged, "unreadable_file", f"not a readable gzip stream: {exc}")
-    pieces = data.split(b"\n")
-    ends_clean = data.endswith(b"\n")
-    if ends_clean:
-        pieces.pop()
-    numbers, lines, reasons = [], [], []
-    bad = 0
-    for i, piece in enumerate(pieces, start=1):
-        line, reason = None, None
-        if not complete and i == len(pieces) and not ends_clean:
-            reason = "truncated_file"
-        if len(piece) > MAX_LINE_BYTES:
-            reason = reason or "oversized_line"
-            piece = piece[:RAW_SNIPPET_CHARS]
+class _RefusedPath(type(Path())):  # type: ignore[misc]
+    """A dump-folder entry that is not read (a symbolic link, FIFO, device or socket), as listed by
+    `raw_loader.list_partition_files`: `stat()` never follows it and `open()` never opens it, so the
+    manifest fingerprints the entry itself (`lstat` size, a hash of its kind and link text) and the
+    readers make it one quarantine row (`refusal`)."""
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:  # noqa: ARG002 - never followed
+        return os.lstat(self)
+
+    def open(self, mode="r", buffering=-1, encoding=None, errors=None, newline=None):  # noqa: ARG002
+        st = os.lstat(self)
         try:
-            line = piece.decode("utf-8")
-            if "\x00" in line:
-                raise UnicodeError("NUL byte")
-        except UnicodeError:
-            reason = reason or "encoding"
-            line = piece[:RAW_SNIPPET_CHARS].replace(b"\x00", b"\\0").decode("utf-8", "backslashreplace")
-            bad += 1
-        if line is not None and not line.strip() and reason is None:
-            line = None  # blank line: skipped and not counted, like the fast path
-        numbers.append(i)
-        lines.append(line)
-        reasons.append(reason)
-    nonblank = sum(1 for line, r in zip(lines, reasons) if line is not None or r is not None)
+            target = os.readlink(self) if stat.S_ISLNK(st.st_mode) else ""
+        except OSError:
+            target = ""
+        data = f"refused {stat.filemode(st.st_mode)} {target}".encode("utf-8", "surrogateescape")
+        return io.BytesIO(data) if "b" in mode else io.StringIO(data.decode("utf-8", "replace"))
+
+
+def refused_path(path: Path) -> Path:
+    """`path` as an entry the manifest and readers never follow or open (see `_RefusedPath`)."""
+    return _RefusedPath(path)
+
+
+def refusal(path: Path) -> tuple[str, str] | None:
+    """(reason, message) when `path` is not a regular file reached without a link, else None. Checked
+    with `lstat` right before reading (the entry may have changed since it was listed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return "unreadable_file", f"cannot stat the file: {exc.strerror}"
+    if stat.S_ISLNK(mode):
+        return "symlink_refused", "symbolic link: dump files must be regular files, links are never followed"
+    if not stat.S_ISREG(mode):
+        return "unreadable_file", "not a regular file (FIFO, device or socket): not read"
+    return None
+
+
+def _open_regular(path: Path):
+    """A binary file object for `path`, refusing links and special files on the descriptor itself."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)  # O_NONBLOCK: a FIFO swapped in after the listing must not block the open
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name}: not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# --- streamed reading: bounded memory whatever the file holds -----------------------------------------
+SCAN_BLOCK_BYTES = 4 * 1024 * 1024  # decompressed text handled at a time (numpy newline search per block)
+_COMPRESSED_BLOCK_BYTES = 1024 * 1024
+# More blank lines than this (and than non-blank ones) take the streamed reader, which skips them
+# without a row: polars would hold ~40 bytes per blank line (256 MiB of newlines: 9 GB).
+BLANK_LINES_FAST_MAX = 1_000_000
+
+
+class _Blocks:
+    """The decompressed content of a dump file as blocks of at most SCAN_BLOCK_BYTES: plain files read
+    as is, `.gz` inflated incrementally (multi-member streams, zero padding after a member allowed;
+    `max_length` bounds what one compressed block may expand to, so a bomb never exists whole).
+    After iteration, `complete` says whether the gzip stream ended properly and `error` why not.
+
+    `fast=True` (the pre-scan) inflates with Arrow's streamed gzip reader instead, ~1.4x faster than
+    `zlib` on dump text and as bounded; it is strict (any problem, even zero padding, ends the
+    stream as incomplete), which only sends the file to the `zlib` reader of the fallback."""
+
+    def __init__(self, path: Path, *, fast: bool = False):
+        self.path = path
+        self.gz = path.name.lower().endswith(".gz")
+        self.fast = fast
+        self.complete = True
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _open_regular(self.path) as fh:
+            if not self.gz:
+                while block := fh.read(SCAN_BLOCK_BYTES):
+                    yield block
+            elif self.fast:
+                yield from self._inflate_arrow(fh)
+            else:
+                yield from self._inflate(fh)
+
+    def _inflate_arrow(self, fh) -> Iterator[bytes]:
+        import pyarrow as pa
+
+        try:
+            with pa.input_stream(fh, compression="gzip") as stream:
+                while block := stream.read(SCAN_BLOCK_BYTES):
+                    yield block
+        except (OSError, pa.ArrowException) as exc:
+            self.complete, self.error = False, f"gzip stream: {exc}"
+
+    def _inflate(self, fh) -> Iterator[bytes]:
+        d = zlib.decompressobj(31)
+        fresh = True  # no byte of the current member seen yet
+        while raw := fh.read(_COMPRESSED_BLOCK_BYTES):
+            buf = raw
+            while True:
+                if fresh:
+                    buf = buf.lstrip(b"\0")  # padding between / after members (as Python's gzip allows)
+                    if not buf:
+                        break
+                    fresh = False
+                try:
+                    out = d.decompress(buf, SCAN_BLOCK_BYTES)
+                except zlib.error as exc:
+                    self.complete, self.error = False, f"corrupt gzip stream: {exc}"
+                    return
+                if out:
+                    yield out
+                if d.eof:
+                    buf = d.unused_data
+                    d, fresh = zlib.decompressobj(31), True
+                    if not buf:
+                        break
+                    continue
+                buf = d.unconsumed_tail
+                if not buf and len(out) < SCAN_BLOCK_BYTES:
+                    break  # input used up and no pending output: read more
+        if not fresh:
+            self.complete, self.error = False, "the gzip stream ends early (truncated file)"
+
+
+@dataclass
+class TextScan:
+    """What `scan_text` measured of a JSON-lines file's decompressed text."""
+
+    size: int = 0  # bytes read (decompressed); reading stops once over the file limit
+    longest_line: int = 0  # bytes, without the newline
+    lines: int = 0  # physical lines, blank ones included
+    blank_lines: int = 0  # empty, or a lone "\r"
+    over_limit: bool = False
+    complete: bool = True  # the gzip stream ended properly (always True for plain files)
+    error: str | None = None
+
+
+def _line_lengths(arr: np.ndarray, nl: np.ndarray, carry: int) -> np.ndarray:
+    """Lengths of the lines ending at the newline positions `nl` of block `arr`, the first one
+    continuing `carry` bytes from previous blocks."""
+    lens = np.empty(nl.size, dtype=np.int64)
+    lens[0] = carry + nl[0]
+    np.subtract(nl[1:], nl[:-1] + 1, out=lens[1:])
+    return lens
+
+
+def scan_text(path: Path, max_file_bytes: int) -> TextScan:
+    """One streamed pass over the file's (decompressed) text, a block at a time and vectorised (numpy
+    newline search, never Python per line): size, longest line, line and blank-line counts. Stops as
+    soon as the text is over `max_file_bytes`. Never raises for bad content (`complete`/`error`)."""
+    scan, blocks = TextScan(), _Blocks(path, fast=True)
+    carry, carry_cr = 0, False  # bytes of the line in progress; whether it is a lone "\r" so far
+    for block in blocks:
+        arr = np.frombuffer(block, dtype=np.uint8)
+        nl = np.flatnonzero(arr == 10)
+        if nl.size:
+            lens = _line_lengths(arr, nl, carry)
+            scan.longest_line = max(scan.longest_line, int(lens.max()))
+            blank = lens == 0
+            ones = np.flatnonzero(lens == 1)
+            if ones.size:
+                prev = arr[np.maximum(nl[ones] - 1, 0)] == 13
+                if ones[0] == 0 and nl[0] == 0:  # the "\r" ended the previous block
+                    prev[0] = carry_cr
+                blank[ones[prev]] = True
+            scan.blank_lines += int(np.count_nonzero(blank))
+            scan.lines += int(nl.size)
+            carry = arr.size - int(nl[-1]) - 1
+            carry_cr = carry == 1 and block[-1] == 13
+        else:
+            carry_cr = carry == 0 and arr.size == 1 and block[0] == 13
+            carry += arr.size
+        scan.longest_line = max(scan.longest_line, carry)
+        scan.size += arr.size
+        if scan.size > max_file_bytes:
+            scan.over_limit = True
+            break
+    if carry and not scan.over_limit:
+        scan.lines += 1
+        scan.blank_lines += carry_cr
+    scan.complete, scan.error = blocks.complete, blocks.error
+    return scan
+
+
+def _decompressed_size(path: Path, limit: int) -> int:
+    """Bytes a (gzip) file decompresses to, counted streamed; stops once over `limit`."""
+    size = 0
+    for block in _Blocks(path, fast=True):
+        size += len(block)
+        if size > limit:
+            break
+    return size
+
+
+@dataclass
+class _StreamedLine:
+    number: int  # physical line number, from 1
+    data: bytes  # the line, or only its first RAW_SNIPPET_CHARS bytes when longer than the limit
+    length: int  # its full length in bytes
+    terminated: bool  # ended by a newline (False: the file's last line, without one)
+
+
+class _LineStream:
+    """The non-empty lines of a dump file, streamed block by block: at most `max_line_bytes` of one
+    line is ever held (a longer line keeps only its first RAW_SNIPPET_CHARS bytes and its length);
+    empty lines are skipped by the numpy newline search (no Python per blank line) but still count
+    for the physical numbering. After iteration: `lines` (physical) and `blocks` (gzip state)."""
+
+    def __init__(self, path: Path, max_line_bytes: int):
+        self.blocks = _Blocks(path)
+        self.max_line = max_line_bytes
+        self.keep = max(max_line_bytes, RAW_SNIPPET_CHARS)  # bytes of a line in progress ever held
+        self.lines = 0
+        self.size = 0
+
+    def __iter__(self) -> Iterator[_StreamedLine]:
+        parts: list[bytes] = []  # the line in progress (only its snippet once over the limit)
+        carry = 0
+        for block in self.blocks:
+            self.size += len(block)
+            arr = np.frombuffer(block, dtype=np.uint8)
+            nl = np.flatnonzero(arr == 10)
+            if not nl.size:
+                carry = self._extend(parts, carry, block)
+                continue
+            first = int(nl[0])
+            if carry or first:
+                carry = self._extend(parts, carry, block[:first])
+                yield _StreamedLine(self.lines + 1, self._data(parts, carry), carry, True)
+            lens = _line_lengths(arr, nl, 0)[1:]
+            for i in np.flatnonzero(lens).tolist():
+                end = int(nl[i + 1])
+                length = int(lens[i])
+                start = end - length
+                data = block[start:end] if length <= self.max_line else block[start:start + RAW_SNIPPET_CHARS]
+                yield _StreamedLine(self.lines + i + 2, data, length, True)
+            self.lines += int(nl.size)
+            parts.clear()
+            carry = self._extend(parts, 0, block[int(nl[-1]) + 1:])
+        if carry:
+            yield _StreamedLine(self.lines + 1, self._data(parts, carry), carry, False)
+            self.lines += 1
+
+    def _data(self, parts: list[bytes], length: int) -> bytes:
+        data = b"".join(parts)
+        return data if length <= self.max_line else data[:RAW_SNIPPET_CHARS]
+
+    def _extend(self, parts: list[bytes], carry: int, piece: bytes) -> int:
+        """Append `piece` to the line in progress, keeping at most `keep` bytes of it (the whole line
+        while within the limit, else its snippet is cut from them)."""
+        if not piece:
+            return carry
+        if carry < self.keep:
+            parts.append(piece[:self.keep - carry])
+        return carry + len(piece)
+
+
+_FLUSH_ROWS = 100_000
+
+
+def _snippet_text(data: bytes) -> str:
+    """The first bytes of an oversized line as text: a UTF-8 sequence cut by the snippet's end is
+    dropped, other invalid bytes and NULs are escaped (the reason stays `oversized_line`)."""
+    data = data[:RAW_SNIPPET_CHARS].replace(b"\x00", b"\\0")
+    for cut in range(4):
+        try:
+            return data[:len(data) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", "backslashreplace")
+
+
+def _python_fallback(staged: StagedFile, exc: Exception | None, why: str | None = None) -> pl.DataFrame:
+    """Read a file the fast reader refused (`exc`) or must not be given (`why`: a line over the limit,
+    a truncated gzip, a flood of blank lines) line by line, streamed: memory is bounded by the rows
+    kept (and one line of at most `max_line_bytes`), not by the file. Recovers every decodable line
+    and marks only the bad ones (`oversized_line`, `encoding`, `truncated_file`); blank lines are
+    skipped without a row, and every row keeps its physical line number."""
+    max_line = settings().limits.max_line_bytes
+    cause = why or (str(exc).splitlines()[0][:200] if exc is not None else "refused")
+    stream = _LineStream(staged.path, max_line)
+    frames: list[pl.DataFrame] = []
+    numbers: list[int | None] = []
+    lines: list[str | None] = []
+    reasons: list[str | None] = []
+    bad = nonblank = 0
+    oversized, longest, longest_at = 0, 0, 0
+    last_unterminated = False
+
+    def flush() -> None:
+        if numbers:
+            frames.append(pl.DataFrame({"file_idx": [staged.index] * len(numbers), "line_number": numbers,
+                                        "line": lines, "pre_reason": reasons}, schema=_LINES_SCHEMA))
+            numbers.clear(), lines.clear(), reasons.clear()
+
+    try:
+        for item in stream:
+            # the unterminated last line is yielded after the last block: the gzip state is known then
+            reason = "truncated_file" if not item.terminated and not stream.blocks.complete else None
+            if item.length > max_line:
+                reason = reason or "oversized_line"
+                oversized += 1
+                if item.length > longest:
+                    longest, longest_at = item.length, item.number
+                line = _snippet_text(item.data)
+            else:
+                try:
+                    line = item.data.decode("utf-8")
+                    if "\x00" in line:
+                        raise UnicodeError("NUL byte")
+                except UnicodeError:
+                    reason = reason or "encoding"
+                    line = item.data[:RAW_SNIPPET_CHARS].replace(b"\x00", b"\\0").decode("utf-8", "backslashreplace")
+                    bad += 1
+            if reason is None and not line.strip():
+                continue  # blank line (whitespace only): skipped and not counted, like the fast path
+            nonblank += 1
+            last_unterminated = not item.terminated
+            numbers.append(item.number)
+            lines.append(line)
+            reasons.append(reason)
+            if len(numbers) >= _FLUSH_ROWS:
+                flush()
+    except OSError as err:  # the file vanished or became unreadable while being read
+        return _whole_file_frame(staged, "unreadable_file", f"cannot read the file: {err}")
+    flush()
+    complete = stream.blocks.complete
+    if not complete and stream.size == 0:
+        return _whole_file_frame(staged, "unreadable_file",
+                                 f"not a readable gzip stream: {stream.blocks.error or cause}")
     if nonblank and bad > nonblank / 2:
         return _whole_file_frame(staged, "unreadable_file",
-                                 f"binary content: {bad} of {nonblank} lines are not UTF-8 text ({exc})")
-    if not complete and ends_clean:
-        numbers.append(None)
-        lines.append(f"gzip stream ends early after {len(pieces)} complete lines")
-        reasons.append("truncated_file")
+                                 f"binary content: {bad} of {nonblank} lines are not UTF-8 text ({cause})")
+    if not complete and not last_unterminated:
+        frames.append(pl.DataFrame({"file_idx": [staged.index], "line_number": [None],
+                                    "line": [f"gzip stream ends early after {stream.lines} complete lines"],
+                                    "pre_reason": ["truncated_file"]}, schema=_LINES_SCHEMA))
     elif not nonblank:
         return _whole_file_frame(staged, "empty_file", "no lines (empty or blank-only content)")
-    kinds = sorted({r for r in reasons if r})
-    staged.warning = (f"read line by line after the fast reader refused it ({str(exc).splitlines()[0][:200]}); "
+    out = pl.concat(frames) if len(frames) > 1 else frames[0]
+    kinds = sorted(set(out["pre_reason"].drop_nulls().unique().to_list()))
+    staged.warning = (f"read line by line ({'the fast reader refused it: ' if exc is not None else ''}{cause}); "
                       f"quarantined: {', '.join(kinds) or 'nothing'}")
-    return pl.DataFrame({"file_idx": [staged.index] * len(numbers), "line_number": numbers, "line": lines,
-                         "pre_reason": reasons}, schema=_LINES_SCHEMA)
+    if oversized:
+        staged.warning += (f"; {oversized:,} line(s) over {max_line:,} bytes (longest: line {longest_at:,}, "
+                           f"{longest:,} bytes; the first {RAW_SNIPPET_CHARS:,} bytes are kept)")
+    return out

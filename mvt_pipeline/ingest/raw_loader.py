@@ -25,7 +25,10 @@ gzip keeps its complete lines and adds one `truncated_file` line.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +39,16 @@ import pyarrow as pa
 
 from ..registry import Registry
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
-                           read_jsonl_chunk, stage_other_files, staged_files)
+                           read_jsonl_chunk, refused_path, stage_other_files, staged_files)
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
 from .fast_path_sql import SHAPE_SAMPLE_LINES, fast_select_sql, observed_shapes, pending_lines_sql
 from .validation_sql import (PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_file_sums_sql,
                              pii_hits_sql)
+from .pii_sql import DEFAULT_PII_KEY, PII_KEY_VARIABLE
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
+from ..config import settings
+
+_log = logging.getLogger(__name__)
 
 PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -114,21 +121,59 @@ class IngestSummary:
 
 
 def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]]:
-    """(source, file) pairs of `raw_dir/<source>/dt=<partition>/`, sorted for determinism."""
+    """(source, file) pairs of `raw_dir/<source>/dt=<partition>/`, sorted for determinism.
+
+    Links are never followed (`raw_dir` itself is the operator's choice and may be one): a source or
+    `dt=` folder that is a symbolic link is skipped with a logged warning; a dump file (by its name)
+    that is a link, a FIFO, a device or a socket is listed as an entry that is never opened
+    (`file_readers.refused_path`), so it becomes one quarantine row (`symlink_refused`, or
+    `unreadable_file` for special files) and an operator sees it in `raw.quarantine`."""
     if not PARTITION_RE.match(partition):
         raise ValueError(f"partition {partition!r} is not a YYYY-MM-DD date")
+    try:
+        dt.date.fromisoformat(partition)
+    except ValueError:
+        raise ValueError(f"partition {partition!r} is not a valid date") from None
     found: list[tuple[str, Path]] = []
     if not raw_dir.exists():
         return found
-    for source_dir in sorted(p for p in raw_dir.iterdir() if p.is_dir()):
+    for source_dir in sorted(raw_dir.iterdir()):
+        try:
+            mode = os.lstat(source_dir).st_mode
+        except OSError:
+            continue
+        if stat.S_ISLNK(mode):
+            _log.warning("%s: source folder is a symbolic link, skipped (links in the dump tree are never followed)",
+                         source_dir)
+            continue
+        if not stat.S_ISDIR(mode):
+            continue
         part_dir = source_dir / f"dt={partition}"
-        if not part_dir.is_dir():
+        try:
+            mode = os.lstat(part_dir).st_mode
+        except OSError:
+            continue
+        if stat.S_ISLNK(mode):
+            _log.warning("%s: partition folder is a symbolic link, skipped (links in the dump tree are never followed)",
+                         part_dir)
+            continue
+        if not stat.S_ISDIR(mode):
             continue
         if not SOURCE_RE.match(source_dir.name):
             raise ValueError(f"source folder name {source_dir.name!r} must match {SOURCE_RE.pattern}")
         for path in sorted(part_dir.iterdir()):
-            if path.is_file() and path.name.lower().endswith(ALL_SUFFIXES):
+            if not path.name.lower().endswith(ALL_SUFFIXES):
+                continue
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode):
                 found.append((source_dir.name, path))
+            elif not stat.S_ISDIR(mode):  # link, FIFO, device, socket: one quarantine row, never opened
+                _log.warning("%s: not a regular file (%s), quarantined without being read", path,
+                             "symbolic link" if stat.S_ISLNK(mode) else "FIFO, device or socket")
+                found.append((source_dir.name, refused_path(path)))
     return found
 
 
@@ -136,8 +181,10 @@ GENERAL_TABLE = "_ingest_general"  # the general path's rows: the lines the fast
 ROWS_VIEW = "_ingest_rows"  # GENERAL_TABLE with the PII redactions applied
 # The partition's constants and the chunk's files, as session variables: the fast path's insert
 # reads the chunk's Arrow lines through the relation API, which takes no query parameters.
+# The PII key too (`pii_sql.PII_KEY_VARIABLE`): a variable keeps it out of every statement's text.
 _VARS = {"sources": "mvt_ingest_sources", "paths": "mvt_ingest_paths", "dt": "mvt_ingest_dt",
-         "now": "mvt_ingest_now", "chunk_idx": "mvt_ingest_chunk_idx", "chunk_paths": "mvt_ingest_chunk_paths"}
+         "now": "mvt_ingest_now", "chunk_idx": "mvt_ingest_chunk_idx", "chunk_paths": "mvt_ingest_chunk_paths",
+         "pii_key": PII_KEY_VARIABLE}
 # (file_idx, line_number) of the chunk's rows in `raw.events` so far: the fast path's, when read
 # before the general path's are inserted
 _CHUNK_KEYS = (
@@ -261,8 +308,14 @@ class _WriteContext:
 
 
 def _set_variables(conn, ctx: _WriteContext) -> None:
-    values = {"sources": ctx.sources, "paths": ctx.paths, "dt": ctx.partition, "now": ctx.now}
-    casts = {"dt": "::date", "now": "::timestamp"}
+    """The partition's constants and the PII key (MVT_PII_KEY; unset: the documented default key,
+    with one warning per ingestion) as session variables, bound as parameters."""
+    key = settings().pii.key
+    if not key:
+        _log.warning("MVT_PII_KEY is not set: ids that hold PII are hashed with the public default key")
+    values = {"sources": ctx.sources, "paths": ctx.paths, "dt": ctx.partition, "now": ctx.now,
+              "pii_key": key or DEFAULT_PII_KEY}
+    casts = {"dt": "::date", "now": "::timestamp", "pii_key": "::varchar"}
     for key, value in values.items():
         conn.execute(f"set variable {_VARS[key]} = $v{casts.get(key, '')}", {"v": value})
 

@@ -19,7 +19,10 @@ The CASE order of the reasons is the contract: the first problem found is the on
 
 from __future__ import annotations
 
-from .file_readers import MAX_LINE_BYTES, RAW_SNIPPET_CHARS
+from ..config import settings
+from .file_readers import RAW_SNIPPET_CHARS
+from .pii_sql import (ANY_PII, PII_PATTERNS, hashed_id_sql, holds_pii_sql, may_hold_pii_sql, redact_sql,  # noqa: F401 (re-exported)
+                      redaction_steps_sql)
 from .warehouse_schema import PII_KINDS
 
 KNOWN_FIELDS = (
@@ -28,20 +31,17 @@ KNOWN_FIELDS = (
 )
 # Identifier fields may arrive as JSON integers (SDKs with numeric user ids); they are kept as text.
 _ID_FIELDS = ("event_id", "unit_id", "device_id", "session_id", "experiment_id", "cell_id", "hash_version")
-# Redaction patterns (RE2 syntax), each preceded by a boundary group so that version strings such
-# as "Chrome/120.0.0.0" or "3.2.1" are not mistaken for IP addresses or phone numbers.
-_BOUNDARY = r"(^|[^A-Za-z0-9_./:-])"
-_PII_END = r"($|[^A-Za-z0-9_.@-])"
-PII_PATTERNS = {
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "ipv4": r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}",
-    "ipv6": r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
-    # international (+ prefix) or 10-digit national with separators; bare digit runs and dates
-    # such as 2026-11-02 are not phone numbers
-    "phone": r"(?:\+\d[\d ()-]{6,}\d|\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4})",
-}
-assert set(PII_PATTERNS) == set(PII_KINDS)
-ANY_PII = _BOUNDARY + "(" + "|".join(f"(?:{p})" for p in PII_PATTERNS.values()) + ")" + _PII_END
+# The ids an accepted row stores: one that holds PII is replaced by its keyed hash (`pii_applied_sql`).
+PII_ID_FIELDS = _ID_FIELDS
+# Plausible event times: `ts` and `received_at` outside [TS_MIN, TS_MAX) are `bad_timestamp` (a
+# year-294247 timestamp is valid for DuckDB but breaks every later conversion).
+TS_MIN, TS_MAX = "2000-01-01", "2100-01-01"
+# `received_at` may be earlier than `ts` (device clocks drift) by up to this much; more is
+# `received_before_ts`.
+RECEIVED_BEFORE_TS_TOLERANCE = "24 hours"
+# `seq` must lie in [0, MAX_SEQ] (JavaScript's largest safe integer), else `bad_value:seq`: far from
+# BIGINT's limit, so the loss arithmetic on sequence numbers cannot overflow.
+MAX_SEQ = 2**53 - 1
 # The rows that are lines: blank lines are skipped (not counted) but keep the physical numbering.
 LINE_FILTER = "prefix(line, '{') or pre_reason is not null or trim(line) <> ''"
 
@@ -50,7 +50,7 @@ LINE_FILTER = "prefix(line, '{') or pre_reason is not null or trim(line) <> ''"
 CHECKED_COLUMNS = (
     "file_idx", "line_number", "reason", "raw", "event_id", "event_type", "ts", "received_at", "unit_id",
     "device_id", "session_id", "seq", "experiment_id", "assignment", "cell_id", "hash_version", "metric",
-    "value", "context", "extra", *(f"pii_{k}" for k in PII_KINDS), "payload_hash",
+    "value", "context", "extra", *(f"pii_{k}" for k in PII_KINDS), "payload_hash", "pii_ids",
 )
 
 
@@ -78,6 +78,7 @@ def _field_sql() -> str:
         out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
                    f"when regexp_full_match({_j(f)}, '-?[0-9]+') then {_j(f)} end as {f}")
     out.append(f"{seq_sql(_j('seq'))} as seq")
+    out.append(f"regexp_full_match({_j('seq')}, '-?[0-9]+') as seq_is_integer")
     out.append(f"{value_sql(_j('value'))} as value")
     out.append(f"{_j('assignment')} as assignment_text")
     out.append(f"case when left({_j('context')}, 1) = '{{' then {_j('context')} end as context_text")
@@ -115,19 +116,55 @@ def utc_timestamp_sql(text: str) -> str:
             f"else try_cast({text} as timestamptz)::timestamp end")
 
 
-def _pii_chain(expr: str) -> tuple[str, list[str]]:
-    """(redacted text, per-kind count expressions), each kind counted after the previous ones are
-    replaced so one value is never counted twice."""
-    text = expr
-    counts = []
-    for kind, core in PII_PATTERNS.items():
-        pattern = f"{_BOUNDARY}({core}){_PII_END}"
-        counts.append(f"len(regexp_extract_all(coalesce({text}, ''), '{pattern}'))")
-        text = f"regexp_replace({text}, '{pattern}', '\\1[redacted:{kind}]\\3', 'g')"
-    return text, counts
+def _ts_out_of_window_sql(ts: str, text: str) -> str:
+    """TRUE when a parsed timestamp is outside the plausible window or its text has no time of day
+    (a date alone says nothing about when the event happened)."""
+    return f"(not contains({text}, ':') or {ts} < TIMESTAMP '{TS_MIN}' or {ts} >= TIMESTAMP '{TS_MAX}')"
 
 
-def _reason_sql() -> str:
+def ts_ok_sql(ts: str, text: str) -> str:
+    """TRUE when the text `text` of a timestamp parsed as `ts` is acceptable (fast path)."""
+    return f"({ts} is not null and not {_ts_out_of_window_sql(ts, text)})"
+
+
+def received_ok_sql(received_at: str, ts: str) -> str:
+    return f"({received_at} >= {ts} - INTERVAL '{RECEIVED_BEFORE_TS_TOLERANCE}')"
+
+
+def _openers_pattern(n: int) -> str:
+    """RE2 pattern: at least `n` opening brackets (a line nested deeper than n-1 has that many)."""
+    return r"[{\[](?:[^{\[]*[{\[]){" + str(n - 1) + "}"
+
+
+def deeper_than_sql(text: str, depth: int) -> str:
+    """TRUE when the valid JSON `text` nests deeper than `depth` (a top-level scalar or flat object
+    is depth 1), computed without recursion: strings removed, brackets kept, then `depth` rounds
+    each removing every innermost `{}` / `[]` pair; a text nested deeper keeps some. Only texts
+    with more than `depth` opening brackets (counted by two `replace`s) pay for it."""
+    brackets = (f"regexp_replace(regexp_replace({text}, '\"(?:[^\"\\\\]|\\\\.)*\"', '', 'g'), "
+                f"'[^\\[\\]{{}}]', '', 'g')")
+    rounds = (f"list_reduce(list_prepend({brackets}, list_transform(range({depth}), lambda i: '')), "
+              f"lambda acc, x: regexp_replace(acc, '\\{{\\}}|\\[\\]', '', 'g'))")
+    openers = f"(strlen({text}) - strlen(replace(replace({text}, '{{', ''), '[', '')))"
+    # CASE, not AND: a projection evaluates both sides of an AND on every row
+    return f"(case when {openers} > {depth} then {rounds} <> '' else false end)"
+
+
+def context_may_be_deep_sql(context: str, depth: int) -> str:
+    """Cheap test for the fast path: TRUE when the object `context` (one level below the line) may
+    nest so deep that the line exceeds `depth`; such lines go to the general path's exact check."""
+    return (f"(case when contains(substr({context}, 2), '{{') or contains({context}, '[') "
+            f"then regexp_matches({context}, '{_openers_pattern(depth)}') else false end)")
+
+
+def ids_text_sql(value) -> str:
+    """The ids of a row as one text (`value(field)` each, in `PII_ID_FIELDS` order, separated by
+    chr(31), which no PII pattern crosses and which an id cannot hold here)."""
+    return "concat_ws(chr(31), " + ", ".join(
+        f"replace(coalesce({value(f)}, ''), chr(31), ' ')" for f in PII_ID_FIELDS) + ")"
+
+
+def _reason_sql(max_line_bytes: int) -> str:
     def missing(f: str) -> str:
         return f"(k_{f} is null or k_{f} = 'n')"
 
@@ -137,22 +174,27 @@ def _reason_sql() -> str:
     return f"""
     case
         when pre_reason is not null then pre_reason
-        when strlen(line) > {MAX_LINE_BYTES} then 'oversized_line'
+        when strlen(line) > {max_line_bytes} then 'oversized_line'
         when contains(line, chr(0)) then 'encoding'
         when not ok_json then 'malformed_json'
+        when too_deep then 'too_deep'
+        when duplicate_key then 'duplicate_key'
         when {missing('event_id')} then 'missing_required:event_id'
         when {not_string_or_id('event_id')} then 'bad_type:event_id'
         when event_id = '' then 'missing_required:event_id'
         when {missing('event_type')} then 'missing_required:event_type'
         when event_type_text is null or event_type_text not in ('exposure', 'metric') then 'bad_type:event_type'
         when {missing('ts')} then 'missing_required:ts'
-        when ts is null then 'bad_timestamp'
-        when not {missing('received_at')} and received_at is null then 'bad_timestamp'
+        when ts is null or {_ts_out_of_window_sql('ts', 'ts_text')} then 'bad_timestamp'
+        when not {missing('received_at')} and (received_at is null
+            or {_ts_out_of_window_sql('received_at', 'received_at_text')}) then 'bad_timestamp'
+        when received_at is not null and not {received_ok_sql('received_at', 'ts')} then 'received_before_ts'
         when {missing('unit_id')} or unit_id = '' then 'missing_required:unit_id'
         when {not_string_or_id('unit_id')} then 'bad_type:unit_id'
         when {not_string_or_id('device_id')} then 'bad_type:device_id'
         when {not_string_or_id('session_id')} then 'bad_type:session_id'
-        when not {missing('seq')} and seq is null then 'bad_type:seq'
+        when not {missing('seq')} and seq is null and not seq_is_integer then 'bad_type:seq'
+        when not {missing('seq')} and (seq is null or seq < 0 or seq > {MAX_SEQ}) then 'bad_value:seq'
         when not {missing('context')} and context_text is null then 'bad_type:context'
         when event_type_text = 'exposure' and ({missing('experiment_id')} or experiment_id = '')
             then 'missing_required:experiment_id'
@@ -164,6 +206,8 @@ def _reason_sql() -> str:
         when event_type_text = 'exposure' and bad_level is not false then 'unknown_level'
         when event_type_text = 'metric' and ({missing('metric')} or metric_text = '') then 'missing_required:metric'
         when event_type_text = 'metric' and metric_text is null then 'bad_type:metric'
+        when event_type_text = 'metric' and case when {may_hold_pii_sql('metric_text')}
+            then {holds_pii_sql('metric_text')} else false end then 'pii_in_metric_name'
         when event_type_text = 'metric' and {missing('value')} then 'missing_required:value'
         when event_type_text = 'metric' and value is null then 'bad_type:value'
         when event_type_text = 'metric' and not isfinite(value) then 'non_finite_value'
@@ -192,7 +236,11 @@ def checked_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: li
     """SELECT of one row per non-blank line (`reason` NULL = accepted) from the relation `lines`
     `(file_idx, line_number, line, pre_reason)`. `levels` are the registry's (experiment, factor,
     level) triples, inlined as constant lists so checking an assignment needs no join; `cells`
-    (`registry_cell_texts`) lets the usual compact assignments skip that check."""
+    (`registry_cell_texts`) lets the usual compact assignments skip that check. A quarantined row's
+    `raw` is the line with its PII redacted (before it is cut to 4 KiB, so no value is cut in two),
+    unless MVT_QUARANTINE_KEEP_PII; an accepted row whose ids may hold PII carries them in `pii_ids`
+    (`ids_text_sql`), for `pii_hits_sql` / `pii_applied_sql` to count and hash."""
+    limits, keep_original = settings().limits, settings().pii.quarantine_keep_original
     paths = "[" + ", ".join(f"'$.{f}'" for f in KNOWN_FIELDS) + "]"
     known = sql_list(KNOWN_FIELDS)
     experiments = sql_list(sorted({e for e, _f, _l in levels}) or [""])
@@ -202,10 +250,14 @@ def checked_select_sql(lines: str, levels: list[tuple[str, str, str]], cells: li
     cell_list = sql_list(cells or [""])
     nulls = "{" + ", ".join(f'"{f}": null' for f in KNOWN_FIELDS) + "}"
     per_kind = ",\n        ".join(f"0::bigint as pii_{k}" for k in PII_KINDS)  # PII: see pii_hits_sql / pii_applied_sql
+    if keep_original:
+        raw = "raw_text"
+    else:  # escapes decoded first (`\u0040` is `@`), as the JSON columns store them
+        raw = f"case when regexp_matches(raw_text, '{ANY_PII}') then {redact_sql('raw_text')} else raw_text end"
     return f"""
 with flagged as not materialized (
     select file_idx, line_number, line, pre_reason,
-        case when pre_reason is not null or strlen(line) > {MAX_LINE_BYTES} or contains(line, chr(0)) then false
+        case when pre_reason is not null or strlen(line) > {limits.max_line_bytes} or contains(line, chr(0)) then false
              when prefix(line, '{{') or prefix(ltrim(line), '{{') then json_valid(line)
              else false end as ok_json
     from {lines}
@@ -215,14 +267,17 @@ with flagged as not materialized (
     from flagged
 ), keyed as not materialized (
     select *,
-        case when not ok_json then false
-             when line = {_compact_line_sql()} then false
-             else not list_has_all({known}, json_keys(line)) end as has_extra
+        case when not ok_json then null
+             when line = {_compact_line_sql()} then null
+             else json_keys(line) end as top_keys
     from parsed
 ), fields as not materialized (
-    select file_idx, line_number, line, pre_reason, ok_json, has_extra,
+    select file_idx, line_number, line, pre_reason, ok_json,
+        coalesce(not list_has_all({known}, top_keys), false) as has_extra,
+        coalesce(len(top_keys) > len(list_distinct(top_keys)), false) as duplicate_key,
+        ok_json and {deeper_than_sql('line', limits.max_json_depth)} as too_deep,
         {_field_sql()},
-        case when has_extra then json_merge_patch(line, '{nulls}') end as extra_json
+        case when not list_has_all({known}, top_keys) then json_merge_patch(line, '{nulls}') end as extra_json
     from keyed
 ), typed as not materialized (
     select *,
@@ -238,13 +293,20 @@ with flagged as not materialized (
         end end as bad_level
     from fields
 ), decided as not materialized (
-    select *, {_reason_sql()} as reason from typed
+    select *, {_reason_sql(limits.max_line_bytes)} as reason from typed
+), quarantined as not materialized (
+    select *,
+        case when reason is null then null
+             when ok_json and contains(line, '\\') then json(line)::varchar
+             else replace(line, chr(0), '\\0') end as raw_text,
+        case when reason is null then {ids_text_sql(lambda f: f)} end as ids_text
+    from decided
 )
 select
     file_idx,
     line_number,
     reason,
-    case when reason is not null then left(replace(line, chr(0), '\\0'), {RAW_SNIPPET_CHARS}) end as raw,
+    case when reason is not null then left({raw}, {RAW_SNIPPET_CHARS}) end as raw,
     event_id, event_type_text as event_type, ts, received_at, unit_id, device_id, session_id, seq,
     experiment_id,
     case when event_type_text = 'exposure' then assignment_json end as assignment,
@@ -255,8 +317,9 @@ select
     extra_json as extra,
     {per_kind},
     {payload_hash_sql("event_type_text", "ts_text", "unit_id", "device_id", "session_id", "seq", "experiment_id",
-                      "assignment_text", "metric_text", "value", "context_text")} as payload_hash
-from decided
+                      "assignment_text", "metric_text", "value", "context_text")} as payload_hash,
+    case when {may_hold_pii_sql('ids_text')} then ids_text end as pii_ids
+from quarantined
 """
 
 
@@ -267,20 +330,24 @@ PII_TEXTS_TABLE = "_ingest_pii_texts"
 def pii_hits_sql(table: str) -> list[str]:
     """Statements building two temp tables from the checked rows `table` (PII counts 0):
     `PII_TEXTS_TABLE (col, file_idx, t, n)`, how many accepted rows of each file carry each distinct
-    `context` / `extra` text, and `PII_HITS_TABLE (col, t, redacted, n_<kind>...)`, the distinct texts
-    that hold PII: each distinct text is scanned once. Two statements on purpose: in one, DuckDB
-    pushes the regex filter below the grouping (even out of a MATERIALIZED CTE), onto every row."""
-    red, counts = _pii_chain("t")
-    per_kind = ", ".join(f"{c} as n_{k}" for k, c in zip(PII_PATTERNS, counts))
+    `context` / `extra` / `pii_ids` text (col `ids`), and `PII_HITS_TABLE (col, t, redacted,
+    n_<kind>...)`, the distinct texts that hold PII: each distinct text is scanned once. Two
+    statements on purpose: in one, DuckDB pushes the regex filter below the grouping (even out of a
+    MATERIALIZED CTE), onto every row."""
+    per_kind = ", ".join(f"n_{k}" for k in PII_KINDS)
     return [f"""
         create or replace temp table {PII_TEXTS_TABLE} as
         select 'context' as col, file_idx, context::varchar as t, count(*) as n from {table}
         where context is not null and reason is null group by all
         union all select 'extra', file_idx, extra::varchar, count(*) from {table}
-        where extra is not null and reason is null group by all""", f"""
+        where extra is not null and reason is null group by all
+        union all select 'ids', file_idx, pii_ids, count(*) from {table}
+        where pii_ids is not null and reason is null group by all""", f"""
         create or replace temp table {PII_HITS_TABLE} as
-        select col, t, ({red})::json as redacted, {per_kind}
-        from (select distinct col, t from {PII_TEXTS_TABLE}) where regexp_matches(t, '{ANY_PII}')"""]
+        select col, t, redacted, {per_kind}
+        from ({redaction_steps_sql(
+            f"select distinct col, t from {PII_TEXTS_TABLE} where regexp_matches(t, '{ANY_PII}')", "t")})
+        where redacted <> t"""]
 
 
 def pii_file_sums_sql() -> str:
@@ -292,15 +359,23 @@ def pii_file_sums_sql() -> str:
 
 
 def pii_applied_sql(table: str, cols: set[str]) -> str:
-    """SELECT of `table` with the hits of the columns `cols` applied: redacted `context` / `extra`
-    and per-kind counts (a row's counts are the sum over its `context` and its `extra`)."""
+    """SELECT of `table` with the hits of the columns `cols` applied: redacted `context` / `extra`,
+    each id that holds PII replaced by its keyed hash (`hashed_id_sql`), and per-kind counts (a
+    row's counts are the sum over its `context`, its `extra` and its ids)."""
     if not cols:
         return f"select * from {table}"
     joins, replaced = [], []
     for col in sorted(cols):
+        key = "pii_ids" if col == "ids" else f"{col}::varchar"
         joins.append(f"left join (select * from {PII_HITS_TABLE} where col = '{col}') h_{col} "
-                     f"on c.{col}::varchar = h_{col}.t")
-        replaced.append(f"coalesce(h_{col}.redacted, c.{col}) as {col}")
+                     f"on c.{key} = h_{col}.t")
+        if col != "ids":
+            replaced.append(f"coalesce(h_{col}.redacted::json, c.{col}) as {col}")
+    if "ids" in cols:
+        for i, f in enumerate(PII_ID_FIELDS, start=1):
+            replaced.append(f"case when split_part(h_ids.redacted, chr(31), {i}) <> "
+                            f"replace(coalesce(c.{f}, ''), chr(31), ' ') then {hashed_id_sql(f'c.{f}')} "
+                            f"else c.{f} end as {f}")
     for k in PII_KINDS:
         replaced.append(" + ".join([f"c.pii_{k}"] + [f"coalesce(h_{col}.n_{k}, 0)" for col in sorted(cols)])
                         + f" as pii_{k}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import duckdb
 
-PII_KINDS = ("email", "phone", "ipv4", "ipv6")
+# `card` came later (#19): its columns are added after the others (`_ADDED_COLUMNS`), also in a new file
+PII_KINDS = ("email", "phone", "ipv4", "ipv6", "card")
+_FIRST_PII_KINDS = PII_KINDS[:4]
 
 RAW_EVENTS_DDL = """
 create table if not exists raw.events (
@@ -69,10 +71,10 @@ create table if not exists raw.ingest_log (
 
 # Columns added after the first release (name, type, default); appended at the end of the table.
 _ADDED_COLUMNS = {
-    "raw.events": [(f"pii_{k}", "integer", "0") for k in PII_KINDS],
-    "raw.ingest_log": [(f"pii_{k}", "bigint", "0") for k in PII_KINDS]
+    "raw.events": [(f"pii_{k}", "integer", "0") for k in _FIRST_PII_KINDS] + [("pii_card", "integer", "0")],
+    "raw.ingest_log": [(f"pii_{k}", "bigint", "0") for k in _FIRST_PII_KINDS]
     + [("file_format", "varchar", "null"), ("file_error", "varchar", "null"), ("file_warning", "varchar", "null"),
-       ("rules_fingerprint", "varchar", "null")],
+       ("rules_fingerprint", "varchar", "null"), ("pii_card", "bigint", "0")],
 }
 
 

@@ -14,13 +14,16 @@ from ..warehouse.analysis_schema import ensure_table
 from .gx_runner import SuiteOutcome, run_suite
 from .telemetry_metrics import QualityMetric, Thresholds
 
-# metric name -> (column in the per-source frame, GX bounds from thresholds, blocking?)
+# metric name -> (column in the per-source frame, GX bounds from thresholds, blocking?). The rate
+# metrics are validated on the lower one-sided bound of the rate (`<rate>_lower`, None for a source
+# with fewer than `Thresholds.min_sample` trials, which GX then skips: the metric's details list it
+# as too few to judge), so the suite and `QualityMetric.status` apply the same sample-size rule.
 SUITE_BOUNDS = {
-    "loss_rate": ("loss_rate", lambda t: (0.0, t.loss_error), True),
+    "loss_rate": ("loss_rate_lower", lambda t: (0.0, t.loss_error), True),
     "lag_p95": ("lag_p95_s", lambda t: (None, t.lag_p95_error_s), True),
-    "quarantine_rate": ("quarantine_rate", lambda t: (0.0, t.quarantine_error), True),
-    "duplicate_rate": ("duplicate_rate", lambda t: (0.0, t.duplicate_warn), False),
-    "bot_share": ("bot_share", lambda t: (0.0, t.bot_share_warn), False),
+    "quarantine_rate": ("quarantine_rate_lower", lambda t: (0.0, t.quarantine_error), True),
+    "duplicate_rate": ("duplicate_rate_lower", lambda t: (0.0, t.duplicate_warn), False),
+    "bot_share": ("bot_share_lower", lambda t: (0.0, t.bot_share_warn), False),
     "volume_change": ("volume_change", lambda t: (-t.volume_change_warn, t.volume_change_warn), False),
 }
 

@@ -4,6 +4,10 @@ Each function pushes the work into DuckDB and returns a small `QualityMetric`: t
 one row per source (the frame the GX suites in `metric_suites` validate), a status against
 configurable thresholds (OK / WARN / ERROR) and details a person can act on. Nothing here pulls
 per-event rows into Python, so the checks cost the same at 1M or 100M events. No Dagster imports.
+
+The rate metrics (loss, duplicates, bots, quarantine) are judged with a sample size (`rate_bounds`):
+a source is WARN / ERROR only with at least `Thresholds.min_sample` trials and a lower one-sided
+bound of its rate above the threshold; smaller sources are listed in `details["too_few_to_judge"]`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import duckdb
 import pandas as pd
 
 from ..ingest.warehouse_schema import PII_KINDS
+from .rate_bounds import TOO_FEW, graded
 
 OK, WARN, ERROR = "OK", "WARN", "ERROR"
 BOT_UA_PATTERN = "(bot|crawler|spider|headless|slurp)"  # the same pattern as dbt's fct_exposures
@@ -38,6 +43,14 @@ class Thresholds:
     late_window_days: int = 2  # loss of a day is judged once it is this many days older than the night
     flip_warn: float = 0.01
     flip_error: float = 0.10
+    # Every rate gate above (loss, flips, quarantine, duplicates, bots) judges with a sample size
+    # (docs/statistics.md, "Gates with a sample size"): it fails only with at least `min_sample`
+    # trials (sequenced events, units, lines) AND when the lower one-sided `confidence` bound of the
+    # rate (`bound_method`: Clopper-Pearson "exact" or "wilson") exceeds the threshold. Fewer trials
+    # are reported as "too few events to judge".
+    min_sample: int = 1000
+    confidence: float = 0.95
+    bound_method: str = "exact"
 
 
 @dataclass
@@ -60,6 +73,24 @@ def _status(value, warn=None, error=None) -> str:
     if warn is not None and value > warn:
         return WARN
     return OK
+
+
+def _judge_rates(rows: list[dict], hits: str, trials: str, column: str, t: Thresholds, warn=None,
+                 error=None) -> tuple[str, dict]:
+    """Judge each source's rate `hits / trials` with a sample size (`rate_bounds.graded`): adds
+    `<column>_lower` (the lower one-sided bound, None below `min_sample`) and `verdict` to each row;
+    returns (the worst status, the details naming the sources too small to judge)."""
+    worst = OK
+    for r in rows:
+        k = r[hits] or 0
+        n = max(r[trials] or 0, k)
+        status, v = graded(k, n, warn, error, min_sample=t.min_sample, confidence=t.confidence,
+                           method=t.bound_method)
+        r[f"{column}_lower"] = v.lower
+        r["verdict"] = TOO_FEW if v.verdict == TOO_FEW else status
+        worst = status if (status == ERROR or (status == WARN and worst == OK)) else worst
+    return worst, {"too_few_to_judge": [r["source"] for r in rows if r["verdict"] == TOO_FEW],
+                   "min_sample": t.min_sample, "confidence": t.confidence, "bound_method": t.bound_method}
 
 
 def _rows(conn, sql: str, params) -> list[dict]:
@@ -107,9 +138,9 @@ def loss_rate(conn: duckdb.DuckDBPyConnection, partition: str | None, t: Thresho
     interior = sum(r["interior"] for r in rows)
     lost = sum(r["lost"] for r in rows)
     value = lost / interior if interior else None
-    worst = max((r["loss_rate"] or 0 for r in rows), default=None)
-    return QualityMetric("loss_rate", value, _status(worst, error=t.loss_error), rows,
-                         {"lost": lost, "expected": expected, "error_above": t.loss_error,
+    status, judged = _judge_rates(rows, "lost", "interior", "loss_rate", t, error=t.loss_error)
+    return QualityMetric("loss_rate", value, status, rows,
+                         {"lost": lost, "expected": expected, "error_above": t.loss_error, **judged,
                           "note": "trailing/leading losses per device are invisible to seq gaps"})
 
 
@@ -141,9 +172,9 @@ def duplicate_rate(conn, partition: str, t: Thresholds = Thresholds()) -> Qualit
         from ids group by 1 order by 1""", [partition])
     events = sum(r["events"] for r in rows)
     value = sum(r["duplicates"] for r in rows) / events if events else None
-    worst = max((r["duplicate_rate"] for r in rows), default=None)
-    return QualityMetric("duplicate_rate", value, _status(worst, t.duplicate_warn), rows,
-                         {"warn_above": t.duplicate_warn, "events": events,
+    status, judged = _judge_rates(rows, "duplicates", "events", "duplicate_rate", t, warn=t.duplicate_warn)
+    return QualityMetric("duplicate_rate", value, status, rows,
+                         {"warn_above": t.duplicate_warn, **judged, "events": events,
                           "unique_ids": events - sum(r["duplicates"] for r in rows),
                           "conflicting_ids": sum(r["conflicting_ids"] for r in rows)})
 
@@ -163,7 +194,8 @@ def bot_share(conn, partition: str, t: Thresholds = Thresholds()) -> QualityMetr
         from units group by 1 order by 1""", [partition, t.bot_events_per_day, t.bot_events_per_day])
     units = sum(r["units"] for r in rows)
     value = sum(r["bot_units"] for r in rows) / units if units else None
-    return QualityMetric("bot_share", value, _status(value, t.bot_share_warn), rows, {"warn_above": t.bot_share_warn})
+    status, judged = _judge_rates(rows, "bot_units", "units", "bot_share", t, warn=t.bot_share_warn)
+    return QualityMetric("bot_share", value, status, rows, {"warn_above": t.bot_share_warn, **judged})
 
 
 def quarantine_rate(conn, partition: str, t: Thresholds = Thresholds()) -> QualityMetric:
@@ -179,10 +211,11 @@ def quarantine_rate(conn, partition: str, t: Thresholds = Thresholds()) -> Quali
     examples = _rows(conn, """select reason, source_file, line_number, left(raw, 200) as raw from (
             select *, row_number() over (partition by reason order by source_file, line_number) k
             from raw.quarantine where dt = ?::date) where k = 1 order by reason limit 10""", [partition])
-    worst = max((r["quarantine_rate"] or 0 for r in rows), default=None)
-    return QualityMetric("quarantine_rate", value, _status(worst, t.quarantine_warn, t.quarantine_error), rows,
+    status, judged = _judge_rates(rows, "rows_quarantined", "rows_read", "quarantine_rate", t,
+                                  warn=t.quarantine_warn, error=t.quarantine_error)
+    return QualityMetric("quarantine_rate", value, status, rows,
                          {"reasons": reasons, "examples": examples, "warn_above": t.quarantine_warn,
-                          "error_above": t.quarantine_error})
+                          "error_above": t.quarantine_error, **judged})
 
 
 def volume_change_vs_trailing_7d(conn, partition: str, t: Thresholds = Thresholds()) -> QualityMetric:

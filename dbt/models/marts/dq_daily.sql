@@ -5,6 +5,10 @@
 -- whose first delivered seq exceeds var('seq_first_value') lost the ones before; losses after a
 -- device's last delivered event cannot be seen). Full rebuild: plain aggregates over raw.events
 -- plus one window over the devices' sequence numbers; cheap next to the marts.
+-- Sequence arithmetic cannot overflow, whatever old rows hold: only seqs in ingestion's contract
+-- [0, var('seq_max_value') = 2^53 - 1] are sequenced (rows ingested before that bound may hold any
+-- BIGINT; they still count as events, not as sequenced), and the gaps are computed and summed as
+-- dbt's portable `type_numeric()` (exact decimal, 20+ integer digits), never as BIGINT.
 with lines as (
     select dt, count(*) as n_lines, count(distinct source) as n_sources
     from {{ source('raw', 'events') }}
@@ -42,11 +46,12 @@ device_seq as (
     select
         dt,
         seq - coalesce(lag(seq) over (partition by device_id order by seq),
-                       {{ var('seq_first_value') }} - 1) - 1 as gap
+                       cast({{ var('seq_first_value') }} - 1 as {{ dbt.type_numeric() }})) - 1 as gap
     from (
-        select device_id, seq, min(dt) as dt
+        select device_id, cast(seq as {{ dbt.type_numeric() }}) as seq, min(dt) as dt
         from {{ ref('stg_events') }}
         where device_id is not null and seq is not null
+          and seq >= 0 and seq <= {{ var('seq_max_value', 9007199254740991) }}
         group by device_id, seq
     ) as s
 ),

@@ -103,10 +103,12 @@ deduped as (
         hash_version,
         metric,
         value,
-        {{ json_field('context', 'device') }} as device,
-        {{ json_field('context', 'platform') }} as platform,
-        {{ json_field('context', 'country') }} as country,
-        {{ json_field('context', 'is_new_user') }} as is_new_user,
+        {#- a segment value that held PII was redacted at ingestion ([redacted:<kind>]): it becomes
+            one 'redacted' segment instead of leaking the rest of the text into the marts -#}
+        {%- for seg in ['device', 'platform', 'country', 'is_new_user'] %}
+        case when contains({{ json_field('context', seg) }}, '[redacted:') then 'redacted'
+             else {{ json_field('context', seg) }} end as {{ seg }},
+        {%- endfor %}
         {{ json_field('context', 'user_agent') }} as user_agent,
         {{ json_field('context', 'app_version') }} as app_version,
         n_copies,

@@ -1,45 +1,66 @@
 import dagster as dg
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from ...quality.mart_gates import flip_status, matured_days
+from ...quality.mart_gates import flip_status, judge_flips, matured_days, too_few
 from ...quality.telemetry_metrics import ERROR, OK, Thresholds
 from ...warehouse import store
 from ..partitions import daily_partitions, night_of
 
 _T = Thresholds()
+_RULE = (f"with at least {_T.min_sample} trials and a lower one-sided {_T.confidence:.0%} bound "
+         f"({_T.bound_method}) above the threshold; smaller samples are reported as too few to judge")
+
+
+def _md(frame, columns) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame[columns].to_markdown(index=False) if len(frame) else "(none)")
 
 
 @dg.asset_check(asset="dq_daily", blocking=True, partitions_def=daily_partitions,
                 description=f"Event loss (per-device seq gaps over the night's data) of every day at least "
-                            f"{_T.late_window_days} days older than the night: ERROR above {_T.loss_error:.0%}. "
-                            "Younger days may still receive late events.")
+                            f"{_T.late_window_days} days older than the night: ERROR when the loss rate is "
+                            f"above {_T.loss_error:.0%} {_RULE}. Younger days may still receive late events.")
 def loss_rate_matured(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as conn:
         days = store.daily_loss(conn)
     if days.empty:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no data yet"})
     matured, bad = matured_days(days, night_of(context), _T)
+    small = too_few(matured)
+    bounds = pd.to_numeric(matured["lower_bound"], errors="coerce")
+    columns = ["dt", "n", "n_lost", "loss_rate", "lower_bound", "threshold", "verdict"]
     return dg.AssetCheckResult(
         passed=bad.empty, severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "matured_days": len(matured),
             "worst_loss_rate": float(matured["loss_rate"].max()) if len(matured) else None,
-            "days_above_threshold": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "(none)"),
+            "worst_lower_bound": float(bounds.max()) if bounds.notna().any() else None,
             "threshold": _T.loss_error,
+            "min_sample": _T.min_sample,
+            "confidence": _T.confidence,
+            "days_above_threshold": _md(bad, columns),
+            "too_few_events_to_judge": _md(small, columns),
+            "n_too_few_events_to_judge": len(small),
+            "per_day": _md(matured, columns),
         },
     )
 
 
 @dg.asset_check(asset="dq_assignment", blocking=True, partitions_def=daily_partitions,
                 description=f"Units seen in more than one cell (variant flips) per experiment: WARN above "
-                            f"{_T.flip_warn:.0%}, ERROR above {_T.flip_error:.0%} (docs/architecture.md §5a). "
-                            "Flipped units are excluded from the analysis either way.")
+                            f"{_T.flip_warn:.0%}, ERROR above {_T.flip_error:.0%} (docs/architecture.md §5a), "
+                            f"{_RULE}. Flipped units are excluded from the analysis either way.")
 def flip_rate(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as conn:
         rates = store.flip_rates(conn)
     worst, status = flip_status(rates, _T)
+    judged = judge_flips(rates, _T)
+    columns = ["experiment_id", "flipped", "units", "flip_rate", "lower_bound", "verdict"]
     return dg.AssetCheckResult(
         passed=status == OK, severity=dg.AssetCheckSeverity.ERROR if status == ERROR else dg.AssetCheckSeverity.WARN,
         metadata={"worst_flip_rate": worst,
-                  "per_experiment": dg.MetadataValue.md(rates.to_markdown(index=False) if len(rates) else "(none)")},
+                  "warn_above": _T.flip_warn, "error_above": _T.flip_error,
+                  "min_sample": _T.min_sample, "confidence": _T.confidence,
+                  "too_few_units_to_judge": _md(too_few(judged), columns),
+                  "per_experiment": _md(judged, columns)},
     )
