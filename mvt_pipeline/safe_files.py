@@ -83,22 +83,38 @@ def check_dir(directory: str | Path, data_dir: str | Path, what: str = "director
     return path
 
 
-def _open_regular(path: Path, name: str) -> int:
+class NotRegularFile(OSError):
+    """The path opened is a FIFO, device, socket or folder, not a regular file."""
+
+
+def open_regular_fd(path: str | Path) -> int:
+    """A read-only descriptor on `path`, which must be a regular file whose last component is not a
+    link. O_NOFOLLOW refuses a link (ELOOP), O_NONBLOCK keeps a FIFO from blocking the open, and the
+    kind is checked on the descriptor itself, so nothing swapped in after an earlier check is read.
+    Raises OSError (`NotRegularFile` for a special file)."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
     try:
-        fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_regular(path: Path, name: str) -> int:
+    try:
+        return open_regular_fd(path)
     except FileNotFoundError:
         raise UnsafeFileError(f"{name}: file not found") from None
+    except NotRegularFile:
+        raise UnsafeFileError(f"{name}: not a regular file") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link created after the checks
             raise UnsafeFileError(f"{name}: is a symbolic link; links are refused") from None
         raise UnsafeFileError(f"{name}: cannot open: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UnsafeFileError(f"{name}: not a regular file")
-    if hasattr(os, "set_blocking"):
-        os.set_blocking(fd, True)
-    return fd
 
 
 def read_bytes(path: str | Path, data_dir: str | Path, max_bytes: int, name: str | None = None) -> bytes:

@@ -15,6 +15,7 @@ import sys
 import time
 
 import dagster as dg
+import duckdb
 import pytest
 
 from mvt_pipeline.ingest.dump_folders import dump_days
@@ -130,6 +131,8 @@ def test_two_nights_at_once_run_one_after_the_other(base, reference, tmp_path):
 def test_a_reader_holding_the_warehouse(base, reference, tmp_path):
     ws, days = base
     ws = ws.copy(tmp_path / "ws")
+    ws.db.parent.mkdir(parents=True, exist_ok=True)
+    duckdb.connect(str(ws.db)).close()  # an existing warehouse (read-only connections cannot create one)
     reader = hold_reader(ws.db, 600)
     try:  # kept open: the night fails, saying who holds the warehouse
         proc = ws.night(NIGHT(days), MVT_LOCK_WAIT_SECONDS="2")
@@ -207,15 +210,18 @@ def test_a_night_killed_in_dbt_while_another_waits(base, reference, tmp_path):
         time.sleep(0.05)
     (killed,) = instance.get_runs()
     second = ws.start(NIGHT(days))
+    lines: list[str] = []  # the console says what it waits for, before the first is killed
+    while not any(f"waiting for the warehouse: run {killed.run_id}" in line for line in lines):
+        assert time.monotonic() < deadline and second.poll() is None and first.poll() is None, "".join(lines)[-3000:]
+        lines.append(second.stdout.readline())
     dbt = kill_at_stage(ws, first, "dbt", run_id=killed.run_id)
     assert dbt
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(alive(p) for p in dbt):
         time.sleep(0.1)
     assert not any(alive(p) for p in dbt), "dbt outlived the killed run"
-    out = second.communicate(timeout=RUN_TIMEOUT)[0]
+    out = "".join(lines) + second.communicate(timeout=RUN_TIMEOUT)[0]
     _ok((second.returncode, out))
-    assert f"waiting for the warehouse: run {killed.run_id}" in out  # the console says what it waits for
     instance = ws.instance()
     dead = instance.get_run_by_id(killed.run_id)
     assert dead.status == dg.DagsterRunStatus.FAILURE

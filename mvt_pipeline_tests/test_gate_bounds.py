@@ -318,3 +318,15 @@ def test_dq_daily_loss_survives_old_rows_with_extreme_seqs(tmp_path):
     assert n_events == 6 and n_sequenced == 4  # d1: 1; d2: 5; d3: 3 and 2^53 - 1
     assert n_lost == (5 - 1) + (3 - 1) + (2**53 - 1 - 3 - 1)  # exact: d2 lost 1-4, d3 lost 1-2 and 4..2^53-2
     assert loss_rate == pytest.approx(float(n_lost) / (4 + float(n_lost)))
+
+
+def test_check_descriptions_state_the_thresholds_and_the_sample_size_rule():
+    from mvt_pipeline.defs.assets.ingestion import CHECKS
+    from mvt_pipeline.quality.telemetry_metrics import Thresholds, check_descriptions
+
+    shown = {spec.name: spec.description for spec in CHECKS}
+    for name in ("quarantine_rate", "duplicate_rate", "bot_share"):
+        assert "at least 1000 trials" in shown[name] and "one-sided 95% bound" in shown[name], shown[name]
+    custom = check_descriptions(Thresholds(min_sample=77, quarantine_warn=0.02, lag_p95_warn_s=120))
+    assert "at least 77 trials" in custom["quarantine_rate"] and "WARN above 2%" in custom["quarantine_rate"]
+    assert "WARN above 120 s" in custom["lag_p95"]

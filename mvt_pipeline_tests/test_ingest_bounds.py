@@ -322,3 +322,27 @@ def test_streamed_fallback_and_scan_match_whole_file_reading(tmp_path, monkeypat
         assert got == expected
 
     check()
+
+
+@pytest.mark.timeout(60)  # following the FIFO would block forever
+def test_the_manifest_fingerprints_a_link_by_its_text_never_its_target(tmp_path):
+    from mvt_pipeline.ingest.manifest import fingerprint_files
+
+    target, other = tmp_path / "target.txt", tmp_path / "other.txt"
+    target.write_text("a")
+    other.write_text("a")
+    link = tmp_path / "dump.jsonl"
+    link.symlink_to(target)
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)  # opened, it would block the night
+
+    def digest() -> tuple[str, str]:
+        (a, b) = fingerprint_files([("s", link), ("s", fifo)])
+        return a.sha256, b.sha256
+
+    first = digest()
+    target.write_text("changed, but never read")
+    assert digest() == first
+    link.unlink()
+    link.symlink_to(other)
+    assert digest()[0] != first[0] and digest()[1] == first[1]

@@ -40,20 +40,19 @@ def partition_of(folder_name: str) -> str | None:
         return None
 
 
+def is_real_dir(path: Path) -> bool:
+    """True for a folder reached without a link; a link to a folder is skipped with a warning."""
+    mode = _lstat_mode(path)
+    if mode is not None and stat.S_ISLNK(mode):
+        if path.is_dir():
+            _log.warning("%s: folder is a symbolic link, skipped (links in the dump tree are never followed)", path)
+        return False
+    return mode is not None and stat.S_ISDIR(mode)
+
+
 def _real_dirs(parent: Path) -> list[Path]:
     """Sub-folders of `parent`, sorted; links to folders are skipped with a warning."""
-    out = []
-    for p in sorted(parent.iterdir()):
-        mode = _lstat_mode(p)
-        if mode is None:
-            continue
-        if stat.S_ISLNK(mode):
-            if p.is_dir():
-                _log.warning("%s: folder is a symbolic link, skipped (links in the dump tree are never followed)", p)
-            continue
-        if stat.S_ISDIR(mode):
-            out.append(p)
-    return out
+    return [p for p in sorted(parent.iterdir()) if is_real_dir(p)]
 
 
 def _day_files(raw_dir: Path) -> dict[str, list[Path]]:

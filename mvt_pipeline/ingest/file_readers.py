@@ -28,12 +28,11 @@ accepted, with the same reason codes whatever the file type:
   first RAW_SNIPPET_CHARS bytes and its length; blank lines skipped without a row).
 - A file that cannot be read at all (empty, binary junk, a gzip with a broken header, a corrupt
   Parquet, a FIFO or device) becomes one row with a `pre_reason` and no line number; a symbolic link
-  is one `symlink_refused` row and is never opened (`refusal`, `refused_path`).
+  is one `symlink_refused` row and is never opened (`refusal`).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import zlib
@@ -47,6 +46,7 @@ import numpy as np
 import polars as pl
 
 from ..config import settings
+from ..safe_files import open_regular_fd
 
 RAW_SNIPPET_CHARS = 4096
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
@@ -88,7 +88,7 @@ def jsonl_chunks(staged: list[StagedFile]) -> list[list[StagedFile]]:
     for s in staged:
         if s.file_format != "jsonl":
             continue
-        text = s.path.stat().st_size * (GZIP_RATIO if s.path.name.lower().endswith(".gz") else 1)
+        text = os.lstat(s.path).st_size * (GZIP_RATIO if s.path.name.lower().endswith(".gz") else 1)
         if not chunks or size + text > CHUNK_TEXT_BYTES:
             chunks.append([])
             size = 0
@@ -143,7 +143,7 @@ def _check_jsonl(s: StagedFile, limits) -> pl.DataFrame | TextScan:
     refused = refusal(s.path)
     if refused:
         return _whole_file_frame(s, *refused)
-    size = s.path.stat().st_size
+    size = os.lstat(s.path).st_size
     if size == 0:
         return _whole_file_frame(s, "empty_file", "empty file (0 bytes)")
     gz = s.path.name.lower().endswith(".gz")
@@ -235,7 +235,7 @@ def stage_file(conn: duckdb.DuckDBPyConnection, source: str, path: Path, table: 
     refused = refusal(path)
     if refused:
         return _whole_file(conn, table, staged, *refused)
-    size = path.stat().st_size
+    size = os.lstat(path).st_size
     if size == 0:
         return _whole_file(conn, table, staged, "empty_file", "empty file (0 bytes)")
     limit = settings().limits.max_file_bytes
@@ -337,30 +337,6 @@ def _whole_file(conn, table: str, staged: StagedFile, reason: str, message: str)
 # a dump file must be a regular file reached without links; anything else is one quarantine row.
 
 
-class _RefusedPath(type(Path())):  # type: ignore[misc]
-    """A dump-folder entry that is not read (a symbolic link, FIFO, device or socket), as listed by
-    `raw_loader.list_partition_files`: `stat()` never follows it and `open()` never opens it, so the
-    manifest fingerprints the entry itself (`lstat` size, a hash of its kind and link text) and the
-    readers make it one quarantine row (`refusal`)."""
-
-    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:  # noqa: ARG002 - never followed
-        return os.lstat(self)
-
-    def open(self, mode="r", buffering=-1, encoding=None, errors=None, newline=None):  # noqa: ARG002
-        st = os.lstat(self)
-        try:
-            target = os.readlink(self) if stat.S_ISLNK(st.st_mode) else ""
-        except OSError:
-            target = ""
-        data = f"refused {stat.filemode(st.st_mode)} {target}".encode("utf-8", "surrogateescape")
-        return io.BytesIO(data) if "b" in mode else io.StringIO(data.decode("utf-8", "replace"))
-
-
-def refused_path(path: Path) -> Path:
-    """`path` as an entry the manifest and readers never follow or open (see `_RefusedPath`)."""
-    return _RefusedPath(path)
-
-
 def refusal(path: Path) -> tuple[str, str] | None:
     """(reason, message) when `path` is not a regular file reached without a link, else None. Checked
     with `lstat` right before reading (the entry may have changed since it was listed)."""
@@ -377,16 +353,7 @@ def refusal(path: Path) -> tuple[str, str] | None:
 
 def _open_regular(path: Path):
     """A binary file object for `path`, refusing links and special files on the descriptor itself."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)  # O_NONBLOCK: a FIFO swapped in after the listing must not block the open
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path.name}: not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0)
-    except BaseException:
-        os.close(fd)
-        raise
+    return os.fdopen(open_regular_fd(path), "rb", buffering=0)
 
 
 # --- streamed reading: bounded memory whatever the file holds -----------------------------------------

@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from ..registry import Registry
+from ..safe_files import open_regular_fd
 
 # Bump when validation rules change meaning, so existing partitions are re-ingested once.
 RULES_VERSION = "2"
@@ -33,14 +36,29 @@ class FileFingerprint:
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with os.fdopen(open_regular_fd(path), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def _fingerprint(source: str, path: Path) -> FileFingerprint:
+    """A regular file by its size and content; any other entry (link, FIFO, device: listed so that
+    ingestion quarantines it) by its `lstat` size and a hash of its kind and link text, never opened
+    or followed: a FIFO would block, a link could point anywhere."""
+    st = os.lstat(path)
+    if stat.S_ISREG(st.st_mode):
+        try:
+            return FileFingerprint(source, path, st.st_size, sha256_of(path))
+        except OSError:  # swapped for a link or FIFO since the lstat: ingestion quarantines what it finds
+            st = os.lstat(path)
+    target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+    text = f"{stat.filemode(st.st_mode)} {target}".encode("utf-8", "surrogateescape")
+    return FileFingerprint(source, path, st.st_size, hashlib.sha256(text).hexdigest())
+
+
 def fingerprint_files(files: list[tuple[str, Path]]) -> list[FileFingerprint]:
-    return [FileFingerprint(source, path, path.stat().st_size, sha256_of(path)) for source, path in files]
+    return [_fingerprint(source, path) for source, path in files]
 
 
 def registry_levels(registry: Registry) -> list[tuple[str, str, str]]:

@@ -39,7 +39,8 @@ import pyarrow as pa
 
 from ..registry import Registry
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
-                           read_jsonl_chunk, refused_path, stage_other_files, staged_files)
+                           read_jsonl_chunk, stage_other_files, staged_files)
+from .dump_folders import is_real_dir
 from .manifest import fingerprint_files, partition_unchanged, registry_cell_texts, registry_levels, rules_fingerprint
 from .fast_path_sql import SHAPE_SAMPLE_LINES, fast_select_sql, observed_shapes, pending_lines_sql
 from .validation_sql import (PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_file_sums_sql,
@@ -125,8 +126,8 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
 
     Links are never followed (`raw_dir` itself is the operator's choice and may be one): a source or
     `dt=` folder that is a symbolic link is skipped with a logged warning; a dump file (by its name)
-    that is a link, a FIFO, a device or a socket is listed as an entry that is never opened
-    (`file_readers.refused_path`), so it becomes one quarantine row (`symlink_refused`, or
+    that is a link, a FIFO, a device or a socket is listed but never opened or followed (the manifest
+    fingerprints it with `lstat`, the readers check `file_readers.refusal`), so it becomes one quarantine row (`symlink_refused`, or
     `unreadable_file` for special files) and an operator sees it in `raw.quarantine`."""
     if not PARTITION_RE.match(partition):
         raise ValueError(f"partition {partition!r} is not a YYYY-MM-DD date")
@@ -138,26 +139,8 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
     if not raw_dir.exists():
         return found
     for source_dir in sorted(raw_dir.iterdir()):
-        try:
-            mode = os.lstat(source_dir).st_mode
-        except OSError:
-            continue
-        if stat.S_ISLNK(mode):
-            _log.warning("%s: source folder is a symbolic link, skipped (links in the dump tree are never followed)",
-                         source_dir)
-            continue
-        if not stat.S_ISDIR(mode):
-            continue
         part_dir = source_dir / f"dt={partition}"
-        try:
-            mode = os.lstat(part_dir).st_mode
-        except OSError:
-            continue
-        if stat.S_ISLNK(mode):
-            _log.warning("%s: partition folder is a symbolic link, skipped (links in the dump tree are never followed)",
-                         part_dir)
-            continue
-        if not stat.S_ISDIR(mode):
+        if not (is_real_dir(source_dir) and is_real_dir(part_dir)):
             continue
         if not SOURCE_RE.match(source_dir.name):
             raise ValueError(f"source folder name {source_dir.name!r} must match {SOURCE_RE.pattern}")
@@ -173,7 +156,7 @@ def list_partition_files(raw_dir: Path, partition: str) -> list[tuple[str, Path]
             elif not stat.S_ISDIR(mode):  # link, FIFO, device, socket: one quarantine row, never opened
                 _log.warning("%s: not a regular file (%s), quarantined without being read", path,
                              "symbolic link" if stat.S_ISLNK(mode) else "FIFO, device or socket")
-                found.append((source_dir.name, refused_path(path)))
+                found.append((source_dir.name, path))
     return found
 
 

@@ -53,6 +53,28 @@ class Thresholds:
     bound_method: str = "exact"
 
 
+def sample_size_rule(t: Thresholds) -> str:
+    """How every rate gate judges, in words (check descriptions, docs/statistics.md §11a)."""
+    return (f"with at least {t.min_sample} trials and a lower one-sided {t.confidence:.0%} bound "
+            f"({t.bound_method}) above the threshold; smaller samples are reported as too few to judge")
+
+
+def check_descriptions(t: Thresholds) -> dict[str, str]:
+    """Metric name -> the description of its ingestion check, from the thresholds themselves."""
+    rule = sample_size_rule(t)
+    return {
+        "loss_rate": "Provisional event loss from seq gaps per source (late events of the day may still "
+                     "arrive, so it only warns); the blocking gate is dq_daily's loss_rate_matured.",
+        "lag_p95": f"P95 of received_at - ts; WARN above {t.lag_p95_warn_s:g} s, ERROR above {t.lag_p95_error_s:g} s.",
+        "quarantine_rate": f"Share of lines quarantined; WARN above {t.quarantine_warn:.0%}, "
+                           f"ERROR above {t.quarantine_error:.0%}, {rule}.",
+        "duplicate_rate": f"Share of accepted rows that repeat an event_id; WARN above {t.duplicate_warn:.0%}, {rule}.",
+        "bot_share": f"Share of units that look like bots; WARN above {t.bot_share_warn:.0%}, {rule}.",
+        "volume_change": f"Accepted rows vs the trailing 7-day mean; WARN beyond +-{t.volume_change_warn:.0%}.",
+        "pii_found": "PII values found (and redacted) by kind; WARN when any.",
+    }
+
+
 @dataclass
 class QualityMetric:
     name: str

@@ -64,7 +64,9 @@ def mvt_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckd
     s = settings()
     export_dbt_environment(s)  # dbt runs in a subprocess that reads the warehouse from the environment
     args = ["build", "--vars", json.dumps({"as_of": context.partition_key})]
-    results = list(dbt.cli(args, context=context).stream())
+    # dagster-dbt uses the op context either way; passing it spares the deprecated `context.op` it
+    # would call on an AssetExecutionContext.
+    results = list(dbt.cli(args, context=context.op_execution_context).stream())
     relations = {}
     for key in context.selected_asset_keys:
         relation = context.assets_def.specs_by_key[key].metadata.get("dagster/table_name")

@@ -8,7 +8,7 @@ from ...ingest import ingest_partition
 from ...ingest.warehouse_schema import raw_events_columns
 from ...quality.gx_runner import run_suite
 from ...quality.metric_suites import blocks_the_night, save_validation, validate_metric
-from ...quality.telemetry_metrics import Thresholds, all_metrics
+from ...quality.telemetry_metrics import Thresholds, all_metrics, check_descriptions
 from ...quality.telemetry_suite import SUITE_NAME, build_telemetry_suite, sample_sql
 from ...registry import load_registry
 from ...warehouse import store
@@ -17,16 +17,7 @@ from ..partitions import daily_partitions, one_night_per_run
 from ..resources import WAREHOUSE_POOL
 
 # metric name -> check description; blocking ones stop the night's analysis at ERROR.
-METRIC_CHECKS = {
-    "loss_rate": "Provisional event loss from seq gaps per source (late events of the day may still "
-                 "arrive, so it only warns); the blocking gate is dq_daily's loss_rate_matured.",
-    "lag_p95": "P95 of received_at - ts; WARN above 5 min, ERROR above 1 h.",
-    "quarantine_rate": "Share of lines quarantined; WARN above 1%, ERROR above 10%.",
-    "duplicate_rate": "Share of accepted rows that repeat an event_id; WARN above 5%.",
-    "bot_share": "Share of units that look like bots; WARN above 5%.",
-    "volume_change": "Accepted rows vs the trailing 7-day mean; WARN beyond +-50%.",
-    "pii_found": "PII values found (and redacted) by kind; WARN when any.",
-}
+METRIC_CHECKS = check_descriptions(Thresholds())
 
 
 CHECKS = [

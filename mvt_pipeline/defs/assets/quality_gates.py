@@ -3,13 +3,12 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from ...quality.mart_gates import flip_status, judge_flips, matured_days, too_few
-from ...quality.telemetry_metrics import ERROR, OK, Thresholds
+from ...quality.telemetry_metrics import ERROR, OK, Thresholds, sample_size_rule
 from ...warehouse import store
 from ..partitions import daily_partitions, night_of
 
 _T = Thresholds()
-_RULE = (f"with at least {_T.min_sample} trials and a lower one-sided {_T.confidence:.0%} bound "
-         f"({_T.bound_method}) above the threshold; smaller samples are reported as too few to judge")
+_RULE = sample_size_rule(_T)
 
 
 def _md(frame, columns) -> dg.MetadataValue:
