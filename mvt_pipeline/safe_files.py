@@ -18,9 +18,11 @@ into their own error class (`RegistryError`, `FlagFileError`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -102,6 +104,20 @@ def open_regular_fd(path: str | Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@contextlib.contextmanager
+def pinned_path(path: str | Path) -> Iterator[str]:
+    """A path to hand a reader that only takes paths (polars, DuckDB) for the regular file `path`,
+    opened as `open_regular_fd` opens it: `/proc/self/fd/N` of that descriptor where the system has
+    it, so the reader gets the very file that was checked even if the entry is swapped for a link
+    after the check. The name carries no suffix: say the compression explicitly."""
+    fd = open_regular_fd(path)
+    try:
+        pinned = f"/proc/self/fd/{fd}"
+        yield pinned if os.path.exists(pinned) else str(path)
+    finally:
+        os.close(fd)
 
 
 def _open_regular(path: Path, name: str) -> int:

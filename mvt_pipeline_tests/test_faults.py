@@ -3,15 +3,16 @@ warehouse identical to an uninterrupted night; two nights at once run one after 
 holding the warehouse is waited for, or fails the night clearly. Every process runs under a timeout.
 
 One generated dataset (2 days) is shared; each case copies that installation and runs its first
-night. Each night costs about a minute here, so `make test` runs only SIGTERM while waiting; the
-kill, concurrency and reader cases are marked `faults_full` and run with `make test-faults`.
+night. Each night costs about a minute here, so `make test` runs two cases: SIGTERM while waiting,
+and a night killed in dbt while another waits (kill -9, dbt dying with its run, healing, the waiting
+message and identical checksums in one pair of runs). The kill at every stage, two nights at once and
+the reader cases are marked `faults_full` and run with `make test-faults`.
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import dagster as dg
@@ -21,7 +22,7 @@ import pytest
 from mvt_pipeline.ingest.dump_folders import dump_days
 
 from .conftest import SAMPLE_FLAGS, SAMPLE_REGISTRY
-from .faults import (RUN_TIMEOUT, STAGES, Workspace, alive, checksums, hold_reader, kill_at_stage,
+from .faults import (RUN_TIMEOUT, STAGES, Workspace, alive, checksums, hold_lock, hold_reader, kill_at_stage,
                      report_files, step_events)
 from .pipeline_runner import generate
 
@@ -69,6 +70,24 @@ def _assert_same_warehouse(ws: Workspace, reference) -> None:
     assert report_files(ws) == pages
 
 
+def _assert_died(dbt: list[int]) -> None:
+    """dbt (these pids, found before the kill) died with its run: no orphan keeps the warehouse open."""
+    assert dbt
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in dbt):
+        time.sleep(0.1)
+    assert not any(alive(p) for p in dbt), "dbt outlived the killed run"
+
+
+def _assert_healed(ws: Workspace, killed) -> None:
+    """The killed run was marked failed by the next one and its pool slots were freed."""
+    instance = ws.instance()
+    assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+    failure = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.PIPELINE_FAILURE)[0]
+    assert "found dead by run" in failure.message
+    assert instance.event_log_storage.get_concurrency_run_ids() == set()
+
+
 FULL = pytest.mark.faults_full
 
 
@@ -80,21 +99,12 @@ def test_a_night_killed_at_each_stage_heals_and_reruns_to_the_same_warehouse(sta
     proc = ws.start(NIGHT(days))
     dbt = kill_at_stage(ws, proc, stage)
     if stage == "dbt":  # dbt dies with its run: no orphan keeps the warehouse open
-        assert dbt
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(alive(p) for p in dbt):
-            time.sleep(0.1)
-        assert not any(alive(p) for p in dbt), "dbt outlived the killed run"
+        _assert_died(dbt)
     (killed,) = [r for r in ws.instance().get_runs() if r.run_id not in before]
     assert killed.status == dg.DagsterRunStatus.STARTED  # what a kill -9 leaves behind
 
     _ok(ws.night(NIGHT(days)))  # no person needed: ends (under the timeout), not blocked by the dead run's slot
-    instance = ws.instance()
-    dead = instance.get_run_by_id(killed.run_id)
-    assert dead.status == dg.DagsterRunStatus.FAILURE
-    failure = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.PIPELINE_FAILURE)[0]
-    assert "found dead by run" in failure.message
-    assert instance.event_log_storage.get_concurrency_run_ids() == set()
+    _assert_healed(ws, killed)
     _assert_same_warehouse(ws, reference)
 
 
@@ -161,23 +171,12 @@ def test_a_reader_holding_the_warehouse(base, reference, tmp_path):
     _assert_same_warehouse(ws, reference)
 
 
-HOLD_LOCK = """
-import sys, time
-from pathlib import Path
-from mvt_pipeline.run_guard import WriterLock
-assert WriterLock(Path(sys.argv[1])).try_acquire("run-elsewhere")
-print("held", flush=True)
-time.sleep(600)
-"""
-
-
 def test_sigterm_ends_a_night_waiting_for_the_warehouse(base, tmp_path):
     ws, days = base
     ws = ws.copy(tmp_path / "ws")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(ws.db)], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(ws.db, "run-elsewhere")
     waiting = None
     try:
-        assert holder.stdout.readline().strip() == "held"
         waiting = ws.start(NIGHT(days))
         deadline = time.monotonic() + RUN_TIMEOUT
         lines = []
@@ -196,7 +195,6 @@ def test_sigterm_ends_a_night_waiting_for_the_warehouse(base, tmp_path):
     assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
-@FULL
 def test_a_night_killed_in_dbt_while_another_waits(base, reference, tmp_path):
     """Both faults in one pair of runs (each night costs a minute): the second night waits for the
     first, which is killed in dbt; dbt dies with it, and the second heals it and runs the night."""
@@ -215,17 +213,8 @@ def test_a_night_killed_in_dbt_while_another_waits(base, reference, tmp_path):
         assert time.monotonic() < deadline and second.poll() is None and first.poll() is None, "".join(lines)[-3000:]
         lines.append(second.stdout.readline())
     dbt = kill_at_stage(ws, first, "dbt", run_id=killed.run_id)
-    assert dbt
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(alive(p) for p in dbt):
-        time.sleep(0.1)
-    assert not any(alive(p) for p in dbt), "dbt outlived the killed run"
+    _assert_died(dbt)
     out = "".join(lines) + second.communicate(timeout=RUN_TIMEOUT)[0]
     _ok((second.returncode, out))
-    instance = ws.instance()
-    dead = instance.get_run_by_id(killed.run_id)
-    assert dead.status == dg.DagsterRunStatus.FAILURE
-    failure = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.PIPELINE_FAILURE)[0]
-    assert "found dead by run" in failure.message
-    assert instance.event_log_storage.get_concurrency_run_ids() == set()
+    _assert_healed(ws, killed)
     _assert_same_warehouse(ws, reference)

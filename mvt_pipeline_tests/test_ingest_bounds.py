@@ -346,3 +346,21 @@ def test_the_manifest_fingerprints_a_link_by_its_text_never_its_target(tmp_path)
     link.unlink()
     link.symlink_to(other)
     assert digest()[0] != first[0] and digest()[1] == first[1]
+
+
+def test_a_pinned_file_is_the_one_checked_even_if_the_entry_is_swapped_for_a_link(tmp_path):
+    import polars as pl
+
+    from mvt_pipeline.safe_files import pinned_path
+
+    dump, secret = tmp_path / "a.jsonl", tmp_path / "secret.txt"
+    dump.write_text('{"ok":1}\n')
+    secret.write_text("hunter2\n")
+    with pinned_path(dump) as pinned:
+        dump.unlink()
+        dump.symlink_to(secret)  # swapped after the check, before the reader opens it
+        lines = pl.read_csv(pinned, has_header=False, separator="\x1f", quote_char=None, new_columns=["line"])
+    assert lines["line"].to_list() == ['{"ok":1}']
+    with pytest.raises(OSError):  # and a link is never pinned
+        with pinned_path(dump):
+            pass

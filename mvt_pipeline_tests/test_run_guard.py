@@ -3,12 +3,14 @@ the dbt wrapper (issue #19): each behaviour on its own, in small subprocesses un
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -17,6 +19,8 @@ import yaml
 
 from mvt_pipeline import run_guard
 from mvt_pipeline.run_guard import WarehouseBusy, WriterLock
+
+from .faults import hold_lock, hold_reader
 
 TIMEOUT = 60
 
@@ -29,17 +33,6 @@ def _python(code: str, *args: str) -> subprocess.Popen:
 def _wait_line(proc: subprocess.Popen, expected: str) -> None:
     line = proc.stdout.readline()
     assert expected in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-
-
-HOLD_LOCK = """
-import sys, time
-from pathlib import Path
-from mvt_pipeline.run_guard import WriterLock
-lock = WriterLock(Path(sys.argv[1]))
-assert lock.try_acquire("run-holder")
-print("held", flush=True)
-time.sleep(600)
-"""
 
 
 def test_lock_is_exclusive_names_its_holder_and_gives_up_with_a_clear_error(tmp_path):
@@ -58,9 +51,8 @@ def test_lock_is_exclusive_names_its_holder_and_gives_up_with_a_clear_error(tmp_
 
 def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
     db = tmp_path / "w.duckdb"
-    proc = _python(HOLD_LOCK, str(db))
+    proc = hold_lock(db, "run-holder")
     try:
-        _wait_line(proc, "held")
         assert not WriterLock(db).try_acquire("run-b")
         proc.kill()
         proc.wait(TIMEOUT)
@@ -74,10 +66,9 @@ def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
 
 def test_sigterm_ends_a_run_waiting_for_the_lock_promptly(tmp_path):
     db = tmp_path / "w.duckdb"
-    holder = _python(HOLD_LOCK, str(db))
+    holder = hold_lock(db, "run-holder")
     waiter = None
     try:
-        _wait_line(holder, "held")
         waiter = _python("""
             import sys
             from pathlib import Path
@@ -98,44 +89,37 @@ def test_sigterm_ends_a_run_waiting_for_the_lock_promptly(tmp_path):
                 proc.wait(TIMEOUT)
 
 
-HOLD_READER = """
-import sys, time, duckdb
-conn = duckdb.connect(sys.argv[1], read_only=True)
-print("open", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.close()
-print("closed", flush=True)
-time.sleep(600)
-"""
+@pytest.fixture
+def db(tmp_path) -> str:
+    path = str(tmp_path / "w.duckdb")
+    duckdb.connect(path).close()
+    return path
 
 
-def test_writer_waits_for_a_reader_then_connects(tmp_path):
-    db = str(tmp_path / "w.duckdb")
-    duckdb.connect(db).close()
-    reader = _python(HOLD_READER, db, "1.5")
+@contextlib.contextmanager
+def _reader(db: str, seconds: float):
+    """Another process holding a read-only connection on `db` for `seconds` (open on entry)."""
+    reader = hold_reader(Path(db), seconds)
     try:
-        _wait_line(reader, "open")
+        yield reader
+    finally:
+        reader.kill()
+        reader.wait(TIMEOUT)
+
+
+def test_writer_waits_for_a_reader_then_connects(db):
+    with _reader(db, 1.5):
         said = []
         conn = run_guard.connect_writable(db, {}, wait_s=30, say=said.append, first_delay_s=0.1, max_delay_s=0.5)
         conn.execute("create table t as select 1 as x")
         conn.close()
         assert said and "opened by another process (pid " in said[0] and "DuckDB allows one writer" in said[0]
-    finally:
-        reader.kill()
-        reader.wait(TIMEOUT)
 
 
-def test_writer_fails_clearly_when_the_reader_stays(tmp_path):
-    db = str(tmp_path / "w.duckdb")
-    duckdb.connect(db).close()
-    reader = _python(HOLD_READER, db, "600")
-    try:
-        _wait_line(reader, "open")
+def test_writer_fails_clearly_when_the_reader_stays(db):
+    with _reader(db, 600) as reader:
         with pytest.raises(WarehouseBusy, match=rf"opened by another process \(pid {reader.pid}\) — DuckDB allows one writer"):
             run_guard.connect_writable(db, {}, wait_s=1, say=lambda _m: None, first_delay_s=0.1)
-    finally:
-        reader.kill()
-        reader.wait(TIMEOUT)
     run_guard.connect_writable(db, {}, wait_s=1).close()  # the next run is fine
 
 

@@ -34,6 +34,7 @@ accepted, with the same reason codes whatever the file type:
 from __future__ import annotations
 
 import os
+import re
 import stat
 import zlib
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ import numpy as np
 import polars as pl
 
 from ..config import settings
-from ..safe_files import open_regular_fd
+from ..safe_files import open_regular_fd, pinned_path
 
 RAW_SNIPPET_CHARS = 4096
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
@@ -123,8 +124,9 @@ def _read_jsonl(s: StagedFile, limits=None, checked: pl.DataFrame | TextScan | N
         # polars would hold a row per blank line (~40 bytes each): stream instead, skipping them
         return _python_fallback(s, None, f"{scan.blank_lines:,} of its {scan.lines:,} lines are blank")
     try:
-        lines = pl.read_csv(s.path, has_header=False, separator="\x1f", quote_char=None, new_columns=["line"],
-                            infer_schema=False, raise_if_empty=False)["line"]
+        with pinned_path(s.path) as pinned:  # the checked file itself, even if the entry is swapped since
+            lines = pl.read_csv(pinned, has_header=False, separator="\x1f", quote_char=None, new_columns=["line"],
+                                infer_schema=False, raise_if_empty=False)["line"]
     except Exception as exc:  # noqa: BLE001 - any refusal (bad UTF-8, truncated gzip, separator byte): recover
         return _python_fallback(s, exc)
     if not lines.len() or _all_blank(lines):
@@ -250,19 +252,28 @@ def stage_file(conn: duckdb.DuckDBPyConnection, source: str, path: Path, table: 
             return _whole_file(conn, table, staged, "oversized_file",
                                _oversized_file_message(decompressed, limit, compressed=size))
     try:
-        if fmt == "csv":
-            _read_rows_as_json(conn, path, table, "read_csv(?, header = true, all_varchar = true, null_padding = true, "
-                               "hive_partitioning = false)", "row_number() over () + 1")
-        else:
-            _read_rows_as_json(conn, path, table, "read_parquet(?, file_row_number = true, hive_partitioning = false)",
-                               "file_row_number + 1")
+        with pinned_path(path) as pinned:  # the checked file itself, even if the entry is swapped since
+            if fmt == "csv":
+                compression = "gzip" if path.name.lower().endswith(".gz") else "none"  # the pinned name has no suffix
+                _read_rows_as_json(conn, pinned, table, "read_csv(?, header = true, all_varchar = true, null_padding = "
+                                   f"true, hive_partitioning = false, compression = '{compression}')",
+                                   "row_number() over () + 1")
+            else:
+                _read_rows_as_json(conn, pinned, table, "read_parquet(?, file_row_number = true, hive_partitioning = false)",
+                                   "file_row_number + 1")
+    except OSError as exc:  # vanished, or swapped for a link / FIFO since it was listed
+        return _whole_file(conn, table, staged, "unreadable_file", f"cannot read the file: {exc}")
     except duckdb.Error as exc:
-        text = str(exc).lower()
+        message = _PINNED.sub(path.name, str(exc))  # name the file, not the descriptor it was read through
+        text = message.lower()
         reason = "encoding" if ("unicode" in text or "utf" in text) else "unreadable_file"
-        return _whole_file(conn, table, staged, reason, str(exc))
+        return _whole_file(conn, table, staged, reason, message)
     if conn.execute(f"select count(*) from {table} where line is not null or pre_reason is not null").fetchone()[0] == 0:
         return _whole_file(conn, table, staged, "empty_file", "no lines (empty or blank-only content)")
     return staged
+
+
+_PINNED = re.compile(r"/proc/self/fd/\d+")
 
 
 def _looks_binary(path: Path, sample: int = 65536) -> bool:
@@ -303,7 +314,7 @@ def _json_value_sql(name: str, sql_type: str) -> str:
     return f"to_json({col})::varchar"
 
 
-def _read_rows_as_json(conn, path: Path, table: str, reader: str, line_number: str) -> None:
+def _read_rows_as_json(conn, path: str, table: str, reader: str, line_number: str) -> None:
     """CSV/Parquet rows -> one JSON object per row, NULL/empty cells omitted (absent fields)."""
     conn.execute(f"create or replace temp table _typed_rows as select {line_number} as _line_number, * "
                  f"from {reader}", [str(path)])

@@ -37,6 +37,8 @@ PALETTE = ["#0969da", "#d1242f", "#1a7f37", "#8250df", "#bc4c00", "#1b7c83", "#b
            "#9a6700", "#0550ae"]
 WIDTH = 7.5  # inches: fills a report column at ~9 pt text
 LABEL_WRAP = 34  # characters per label line in the forest plot's left column
+CHAR_WIDTH = 0.075  # inches per character of 9 pt DejaVu Sans (a little over its average advance)
+PLOT_MIN_WIDTH = 3.0  # inches kept for the forest plot's axis between its label and value columns
 _RC = {
     "svg.fonttype": "none",  # text stays <text>, not glyph paths
     "svg.hashsalt": "mvt_pipeline",  # clip-path / marker ids stop depending on a random salt
@@ -164,8 +166,13 @@ def _forest_figure(rows: list[ForestRow], title: str, x_label: str, tick_format)
     heights = [1.0 + 0.6 * (len(lines) - 1) for lines in labels]  # row slots grow with wrapped lines
     centres = np.cumsum(heights) - np.array(heights) / 2
     total = float(sum(heights))
+    # Labels are never cut, and one term longer than LABEL_WRAP cannot wrap: the figure widens so the
+    # plot keeps PLOT_MIN_WIDTH (the page scales a wide SVG down) instead of collapsing to nothing.
+    text_chars = max(len(line) for lines in labels for line in lines) + max(
+        len(html.unescape(r.value_text or DASH)) for r in rows)
+    width = max(WIDTH, CHAR_WIDTH * text_chars + PLOT_MIN_WIDTH)
     with _style():
-        fig = Figure(figsize=(WIDTH, 1.1 + 0.26 * total), layout="constrained")
+        fig = Figure(figsize=(width, 1.1 + 0.26 * total), layout="constrained")
         ax = fig.add_subplot()
         low, high = _forest_domain(rows)
         ax.set_xlim(low, high)

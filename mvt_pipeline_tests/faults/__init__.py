@@ -205,3 +205,15 @@ def hold_reader(db: Path, seconds: float) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", code, str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "open"
     return proc
+
+
+def hold_lock(db: Path, run_id: str) -> subprocess.Popen:
+    """Another process holding the warehouse's writer lock as run `run_id` until killed; it prints
+    'held' once the lock is taken."""
+    code = ("import sys, time\nfrom pathlib import Path\nfrom mvt_pipeline.run_guard import WriterLock\n"
+            "assert WriterLock(Path(sys.argv[1])).try_acquire(sys.argv[2])\nprint('held', flush=True)\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db), run_id], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+

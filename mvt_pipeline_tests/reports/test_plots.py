@@ -125,6 +125,18 @@ def test_forest_labels_in_full_axis_title_and_rows(svgs):
     assert any(t.endswith(" ms") for t in lines)  # tick_format used
 
 
+def test_forest_with_an_unwrappable_label_keeps_its_plot():
+    import warnings
+
+    term = "metric_" + "x" * 150  # one term: cannot wrap, must not be cut
+    rows = [ForestRow(term, 1.0, 0.5, 1.5, "+1.000 [+0.500, +1.500] p=0.0001 (long value text)"), *_rows()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        svg = forest_svg(rows, title="t", x_label="x")
+    assert not [w for w in caught if "constrained_layout" in str(w.message)], [str(w.message) for w in caught]
+    assert term in [t.text for t in ET.fromstring(svg).iter(SVG_NS + "text")]
+
+
 def test_forest_tones_and_empty():
     svg = forest_svg(_rows(), title="t", x_label="x")
     assert "#1a7f37" in svg and "#cf222e" in svg and "#59636e" in svg
