@@ -193,6 +193,9 @@ def test_fast_statement_accepts_valid_canonical_lines_and_passes_on_the_rest(che
     assert accepted and all(general[n - 1][2] is None for n in accepted)
 
 
+COL = {name: i for i, name in enumerate(CHECKED_COLUMNS)}
+
+
 def test_fast_rows_keep_their_values_and_reasons(checked):
     fast, _, lines, _ = checked
     by_id = {}
@@ -201,12 +204,12 @@ def test_fast_rows_keep_their_values_and_reasons(checked):
             by_id.setdefault(json.loads(line).get("event_id"), row)
         except (ValueError, AttributeError):
             pass
-    # columns: file_idx, line_number, reason, raw, event_id, event_type, ts, received_at, unit_id, ...
-    assert by_id["m1"][2] is None and by_id["m1"][8] == "u1" and by_id["m1"][11] == 2
-    assert by_id["raw-utf8"][2] is None and by_id["raw-utf8"][8] == "café ✓"
-    assert by_id["ascii-esc"][8] == "café"
-    assert by_id["esc"][8] == 'u"1'
-    assert by_id["num-unit"][2] is None and by_id["num-unit"][8] == "12345"
+    # columns: CHECKED_COLUMNS (reason at 2)
+    assert by_id["m1"][2] is None and by_id["m1"][COL["unit_id"]] == "u1" and by_id["m1"][COL["seq"]] == 2
+    assert by_id["raw-utf8"][2] is None and by_id["raw-utf8"][COL["unit_id"]] == "café ✓"
+    assert by_id["ascii-esc"][COL["unit_id"]] == "café"
+    assert by_id["esc"][COL["unit_id"]] == 'u"1'
+    assert by_id["num-unit"][2] is None and by_id["num-unit"][COL["unit_id"]] == "12345"
     assert by_id["c1"][2] is None and by_id["order"][2] is None and by_id["partial"][2] is None
     assert by_id["bad-level"][2] == "unknown_level" and by_id["level-num"][2] == "unknown_level"
     assert by_id["ghost"][2] == "unknown_experiment"
@@ -217,11 +220,11 @@ def test_fast_rows_keep_their_values_and_reasons(checked):
     assert by_id["obj-metric"][2] == "bad_type:metric" and by_id["arr-ctx"][2] == "bad_type:context"
     assert by_id["empty-unit"][2] == "missing_required:unit_id"
     assert by_id["nan"][2] == "non_finite_value"
-    assert str(by_id["ts-offset"][6]) == "2026-11-02 10:00:00"
-    assert by_id["frac"][2] is None and by_id["frac"][17] == pytest.approx(-0.0015)
-    assert by_id["exp-num"][2] is None and by_id["exp-num"][17] == 100.0
-    assert json.loads(by_id["extra"][19]) == {"sdk": {"v": 1}}
-    assert json.loads(by_id["extra-first"][19]) == {"sdk": "first"}
+    assert str(by_id["ts-offset"][COL["ts"]]) == "2026-11-02 10:00:00"
+    assert by_id["frac"][2] is None and by_id["frac"][COL["value"]] == pytest.approx(-0.0015)
+    assert by_id["exp-num"][2] is None and by_id["exp-num"][COL["value"]] == 100.0
+    assert json.loads(by_id["extra"][COL["extra"]]) == {"sdk": {"v": 1}}
+    assert json.loads(by_id["extra-first"][COL["extra"]]) == {"sdk": "first"}
 
 
 def test_utc_timestamp_shortcut_agrees_with_the_time_zone_aware_cast():

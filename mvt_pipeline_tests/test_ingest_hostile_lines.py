@@ -188,4 +188,48 @@ def test_random_lines_are_accepted_or_quarantined_with_a_known_reason(lines):
     nonblank = [x for x in lines if x.startswith("{") or x.strip(" ")]  # DuckDB trim: spaces
     assert len(general) == len(nonblank)
     for row in general:
-        assert row[2] is None or row[2].startswith(_KNOWN_REASONS), row[2]
+        reason, reasons = row[2], row[3]
+        assert reason is None or reason.startswith(_KNOWN_REASONS), reason
+        # every problem listed once, the primary first; none on an accepted line
+        assert (reasons is None) == (reason is None)
+        if reasons:
+            assert reasons[0] == reason and len(set(reasons)) == len(reasons), reasons
+            assert all(r.startswith(_KNOWN_REASONS) for r in reasons), reasons
+
+
+def test_a_quarantined_line_lists_every_problem_primary_first(tmp_path, registry):
+    """A line with several problems (what an SDK with another shape sends): all are listed, so the
+    SDK team fixes them in one round; the primary `reason` stays the first, for the counts."""
+    lines = [
+        # no event_id, a date with no time, an empty unit, an experiment the registry does not hold
+        compact({"event_type": "exposure", "ts": "2026-11-02", "unit_id": "", "experiment_id": "ghost",
+                 "assignment": {"a": "x"}}),
+        # a negative seq and a value that is not a number
+        m("two", seq=-1, value="12"),
+        # a bad unit id type, a bad context, and a PII metric name
+        m("three", unit_id=["u"], context="web", metric="ann@example.com"),
+        "{not json",
+        m("good", seq=3),
+    ]
+    conn = duckdb.connect()
+    with time_limit(60):
+        ingest_partition(conn, _write(tmp_path, lines), DAY, registry)
+    got = {n: (reason, reasons) for n, reason, reasons in
+           conn.execute("select line_number, reason, reasons from raw.quarantine order by 1").fetchall()}
+    assert got == {
+        1: ("missing_required:event_id", ["missing_required:event_id", "bad_timestamp", "missing_required:unit_id",
+                                          "unknown_experiment"]),
+        2: ("bad_value:seq", ["bad_value:seq", "bad_type:value"]),
+        3: ("bad_type:unit_id", ["bad_type:unit_id", "bad_type:context", "pii_in_metric_name"]),
+        4: ("malformed_json", ["malformed_json"]),
+    }
+    # the check's metadata counts every problem, not only the primary reasons
+    from mvt_pipeline.quality.telemetry_metrics import quarantine_rate
+
+    details = quarantine_rate(conn, DAY).details
+    assert details["reasons"] == {"missing_required:event_id": 1, "bad_value:seq": 1, "bad_type:unit_id": 1,
+                                  "malformed_json": 1}
+    assert details["problems"]["bad_type:value"] == 1 and details["problems"]["unknown_experiment"] == 1
+    example = {e["reason"]: e["all_reasons"] for e in details["examples"]}
+    assert example["bad_value:seq"] == "bad_value:seq, bad_type:value"
+

@@ -135,7 +135,7 @@ def fast_line_sql(shapes: tuple[Shape, ...] = CONTRACT_SHAPES) -> str:
 
 # Columns of `checked_select_sql` a fast-path row does not carry: constant when accepted (no reason,
 # no unknown field, no PII: a context or an id that may hold any is left to the general path).
-FAST_CONSTANTS = {"reason": "null::varchar", "raw": "null::varchar", "extra": "null::json",
+FAST_CONSTANTS = {"reason": "null::varchar", "reasons": "null::varchar[]", "raw": "null::varchar", "extra": "null::json",
                   **{f"pii_{k}": "0::bigint" for k in PII_KINDS}, "pii_ids": "null::varchar"}
 FAST_COLUMNS = tuple(c for c in CHECKED_COLUMNS if c not in FAST_CONSTANTS)
 

@@ -367,8 +367,9 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
         results = _file_results(conn, staged, fingerprints, fast_accepted)
         conn.execute(_insert_events_sql(f"select * from {ROWS_VIEW} where reason is null", fast_path=False))
         conn.execute(
-            f"insert into raw.quarantine select {_constant_columns_sql()}, line_number, reason, raw, "
-            f"getvariable('{_VARS['dt']}'), getvariable('{_VARS['now']}') from {GENERAL_TABLE} where reason is not null")
+            "insert into raw.quarantine (source, source_file, line_number, reason, raw, dt, ingested_at, reasons) "
+            f"select {_constant_columns_sql()}, line_number, reason, raw, getvariable('{_VARS['dt']}'), "
+            f"getvariable('{_VARS['now']}'), reasons from {GENERAL_TABLE} where reason is not null")
         return results
     finally:
         _drop_temps(conn)

@@ -14,7 +14,8 @@ CSV / Parquet rows, malformed text):
   `pii_hits_sql` scans each DISTINCT text once with one combined RE2 pattern after the checked table
   is built; only the texts that match (rare) pay for the per-kind counts and replacements, and
   `pii_applied_sql` joins them back (no join when nothing matched).
-The CASE order of the reasons is the contract: the first problem found is the one reported.
+The order of the checks is the contract: the first problem found is the primary `reason` (what
+the counts use); `reasons` lists every problem of the line, so an SDK team fixes them in one round.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ LINE_FILTER = "prefix(line, '{') or pre_reason is not null or trim(line) <> ''"
 
 # The columns of a checked row (`checked_select_sql`), in order.
 CHECKED_COLUMNS = (
-    "file_idx", "line_number", "reason", "raw", "event_id", "event_type", "ts", "received_at", "unit_id",
+    "file_idx", "line_number", "reason", "reasons", "raw", "event_id", "event_type", "ts", "received_at", "unit_id",
     "device_id", "session_id", "seq", "experiment_id", "assignment", "cell_id", "hash_version", "metric",
     "value", "context", "extra", *(f"pii_{k}" for k in PII_KINDS), "payload_hash", "pii_ids",
 )
@@ -164,54 +165,84 @@ def ids_text_sql(value) -> str:
         f"replace(coalesce({value(f)}, ''), chr(31), ' ')" for f in PII_ID_FIELDS) + ")"
 
 
-def _reason_sql(max_line_bytes: int) -> str:
+# A line that is not a JSON object (or arrives refused) has exactly one problem: nothing else can be
+# judged. These codes stand alone in `reasons`.
+TERMINAL_REASONS = ("oversized_line", "encoding", "malformed_json")
+
+
+def _reason_groups() -> list[list[tuple[str, str]]]:
+    """The checks as (condition, code) pairs, in the contract's order, grouped by what they judge
+    (one field, or one property of the line). Within a group the first match is the problem of that
+    field (a missing field is not also a bad type); across groups every match is a problem of the
+    line. The primary `reason` is the first match of the flattened list: that order is the contract."""
     def missing(f: str) -> str:
         return f"(k_{f} is null or k_{f} = 'n')"
 
     def not_string_or_id(f: str) -> str:
         return f"(not {missing(f)} and {f} is null)"
 
+    exposure, metric = "event_type_text = 'exposure'", "event_type_text = 'metric'"
+    return [
+        [("too_deep", "too_deep")],
+        [("duplicate_key", "duplicate_key")],
+        [(missing("event_id"), "missing_required:event_id"),
+         (not_string_or_id("event_id"), "bad_type:event_id"),
+         ("event_id = ''", "missing_required:event_id")],
+        [(missing("event_type"), "missing_required:event_type"),
+         ("event_type_text is null or event_type_text not in ('exposure', 'metric')", "bad_type:event_type")],
+        [(missing("ts"), "missing_required:ts"),
+         (f"ts is null or {_ts_out_of_window_sql('ts', 'ts_text')}", "bad_timestamp"),
+         (f"not {missing('received_at')} and (received_at is null "
+          f"or {_ts_out_of_window_sql('received_at', 'received_at_text')})", "bad_timestamp"),
+         (f"received_at is not null and not {received_ok_sql('received_at', 'ts')}", "received_before_ts")],
+        [(f"{missing('unit_id')} or unit_id = ''", "missing_required:unit_id"),
+         (not_string_or_id("unit_id"), "bad_type:unit_id")],
+        [(not_string_or_id("device_id"), "bad_type:device_id")],
+        [(not_string_or_id("session_id"), "bad_type:session_id")],
+        [(f"not {missing('seq')} and seq is null and not seq_is_integer", "bad_type:seq"),
+         (f"not {missing('seq')} and (seq is null or seq < 0 or seq > {MAX_SEQ})", "bad_value:seq")],
+        [(f"not {missing('context')} and context_text is null", "bad_type:context")],
+        [(f"{exposure} and ({missing('experiment_id')} or experiment_id = '')", "missing_required:experiment_id"),
+         (f"{exposure} and {not_string_or_id('experiment_id')}", "bad_type:experiment_id")],
+        [(f"{exposure} and {missing('assignment')}", "missing_required:assignment"),
+         (f"{exposure} and k_assignment <> '{{'", "bad_type:assignment"),
+         (f"{exposure} and assignment_text = '{{}}'", "missing_required:assignment")],
+        # judged only for a valid experiment id and a non-empty object (implied in the flattened order)
+        [(f"{exposure} and not known_experiment", "unknown_experiment"),
+         (f"{exposure} and known_experiment and k_assignment = '{{' and assignment_text <> '{{}}' "
+          "and bad_level is not false", "unknown_level")],
+        [(f"{metric} and ({missing('metric')} or metric_text = '')", "missing_required:metric"),
+         (f"{metric} and metric_text is null", "bad_type:metric"),
+         (f"{metric} and case when {may_hold_pii_sql('metric_text')} then {holds_pii_sql('metric_text')} "
+          "else false end", "pii_in_metric_name")],
+        [(f"{metric} and {missing('value')}", "missing_required:value"),
+         (f"{metric} and value is null", "bad_type:value"),
+         (f"{metric} and not isfinite(value)", "non_finite_value")],
+    ]
+
+
+def _reason_sql(max_line_bytes: int) -> str:
+    """The primary reason: the first problem found (NULL = accepted)."""
+    checks = "\n        ".join(f"when {cond} then '{code}'" for group in _reason_groups() for cond, code in group)
     return f"""
     case
         when pre_reason is not null then pre_reason
         when strlen(line) > {max_line_bytes} then 'oversized_line'
         when contains(line, chr(0)) then 'encoding'
         when not ok_json then 'malformed_json'
-        when too_deep then 'too_deep'
-        when duplicate_key then 'duplicate_key'
-        when {missing('event_id')} then 'missing_required:event_id'
-        when {not_string_or_id('event_id')} then 'bad_type:event_id'
-        when event_id = '' then 'missing_required:event_id'
-        when {missing('event_type')} then 'missing_required:event_type'
-        when event_type_text is null or event_type_text not in ('exposure', 'metric') then 'bad_type:event_type'
-        when {missing('ts')} then 'missing_required:ts'
-        when ts is null or {_ts_out_of_window_sql('ts', 'ts_text')} then 'bad_timestamp'
-        when not {missing('received_at')} and (received_at is null
-            or {_ts_out_of_window_sql('received_at', 'received_at_text')}) then 'bad_timestamp'
-        when received_at is not null and not {received_ok_sql('received_at', 'ts')} then 'received_before_ts'
-        when {missing('unit_id')} or unit_id = '' then 'missing_required:unit_id'
-        when {not_string_or_id('unit_id')} then 'bad_type:unit_id'
-        when {not_string_or_id('device_id')} then 'bad_type:device_id'
-        when {not_string_or_id('session_id')} then 'bad_type:session_id'
-        when not {missing('seq')} and seq is null and not seq_is_integer then 'bad_type:seq'
-        when not {missing('seq')} and (seq is null or seq < 0 or seq > {MAX_SEQ}) then 'bad_value:seq'
-        when not {missing('context')} and context_text is null then 'bad_type:context'
-        when event_type_text = 'exposure' and ({missing('experiment_id')} or experiment_id = '')
-            then 'missing_required:experiment_id'
-        when event_type_text = 'exposure' and {not_string_or_id('experiment_id')} then 'bad_type:experiment_id'
-        when event_type_text = 'exposure' and {missing('assignment')} then 'missing_required:assignment'
-        when event_type_text = 'exposure' and k_assignment <> '{{' then 'bad_type:assignment'
-        when event_type_text = 'exposure' and assignment_text = '{{}}' then 'missing_required:assignment'
-        when event_type_text = 'exposure' and not known_experiment then 'unknown_experiment'
-        when event_type_text = 'exposure' and bad_level is not false then 'unknown_level'
-        when event_type_text = 'metric' and ({missing('metric')} or metric_text = '') then 'missing_required:metric'
-        when event_type_text = 'metric' and metric_text is null then 'bad_type:metric'
-        when event_type_text = 'metric' and case when {may_hold_pii_sql('metric_text')}
-            then {holds_pii_sql('metric_text')} else false end then 'pii_in_metric_name'
-        when event_type_text = 'metric' and {missing('value')} then 'missing_required:value'
-        when event_type_text = 'metric' and value is null then 'bad_type:value'
-        when event_type_text = 'metric' and not isfinite(value) then 'non_finite_value'
+        {checks}
     end"""
+
+
+def _reasons_sql() -> str:
+    """Every problem of a quarantined line, the primary `reason` first, each code once (computed for
+    quarantined rows only: an accepted row pays nothing)."""
+    per_group = ", ".join(
+        "case " + " ".join(f"when {cond} then '{code}'" for cond, code in group) + " end" for group in _reason_groups())
+    found = f"list_filter([{per_group}], lambda x: x is not null)"
+    return (f"case when reason is null then null "
+            f"when pre_reason is not null or reason in {tuple(TERMINAL_REASONS)} then [reason] "
+            f"else list_filter({found}, lambda x, i: list_position({found}, x) = i) end")
 
 
 def sql_list(items) -> str:
@@ -296,6 +327,7 @@ with flagged as not materialized (
     select *, {_reason_sql(limits.max_line_bytes)} as reason from typed
 ), quarantined as not materialized (
     select *,
+        {_reasons_sql()} as reasons,
         case when reason is null then null
              when ok_json and contains(line, '\\') then json(line)::varchar
              else replace(line, chr(0), '\\0') end as raw_text,
@@ -306,6 +338,7 @@ select
     file_idx,
     line_number,
     reason,
+    reasons,
     case when reason is not null then left({raw}, {RAW_SNIPPET_CHARS}) end as raw,
     event_id, event_type_text as event_type, ts, received_at, unit_id, device_id, session_id, seq,
     experiment_id,

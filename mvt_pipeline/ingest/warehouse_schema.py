@@ -75,6 +75,8 @@ _ADDED_COLUMNS = {
     "raw.ingest_log": [(f"pii_{k}", "bigint", "0") for k in _FIRST_PII_KINDS]
     + [("file_format", "varchar", "null"), ("file_error", "varchar", "null"), ("file_warning", "varchar", "null"),
        ("rules_fingerprint", "varchar", "null"), ("pii_card", "bigint", "0")],
+    # every problem of the line, the primary `reason` first (NULL on rows written before it existed)
+    "raw.quarantine": [("reasons", "varchar[]", "null")],
 }
 
 

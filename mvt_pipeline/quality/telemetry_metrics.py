@@ -230,13 +230,17 @@ def quarantine_rate(conn, partition: str, t: Thresholds = Thresholds()) -> Quali
     value = sum(r["rows_quarantined"] for r in rows) / read if read else None
     reasons = dict(conn.execute("select reason, count(*) from raw.quarantine where dt = ?::date group by 1 "
                                 "order by 2 desc limit 10", [partition]).fetchall())
-    examples = _rows(conn, """select reason, source_file, line_number, left(raw, 200) as raw from (
+    # every problem, not only the primary: lines with each code anywhere in `reasons`
+    problems = dict(conn.execute("""select r, count(*) from (select unnest(coalesce(reasons, [reason])) as r
+            from raw.quarantine where dt = ?::date) group by 1 order by 2 desc, 1 limit 20""", [partition]).fetchall())
+    examples = _rows(conn, """select reason, array_to_string(coalesce(reasons, [reason]), ', ') as all_reasons,
+            source_file, line_number, left(raw, 200) as raw from (
             select *, row_number() over (partition by reason order by source_file, line_number) k
             from raw.quarantine where dt = ?::date) where k = 1 order by reason limit 10""", [partition])
     status, judged = _judge_rates(rows, "rows_quarantined", "rows_read", "quarantine_rate", t,
                                   warn=t.quarantine_warn, error=t.quarantine_error)
     return QualityMetric("quarantine_rate", value, status, rows,
-                         {"reasons": reasons, "examples": examples, "warn_above": t.quarantine_warn,
+                         {"reasons": reasons, "problems": problems, "examples": examples, "warn_above": t.quarantine_warn,
                           "error_above": t.quarantine_error, **judged})
 
 
