@@ -154,8 +154,10 @@ def test_flip_gate_judges_each_experiment_with_its_sample(flipped, units, status
 def _check_warehouse(path, days, flips):
     with duckdb.connect(str(path)) as conn:
         conn.execute("create schema marts")
+        if "n_events" not in days:
+            days = days.assign(n_events=days["n_sequenced"])
         conn.register("_days", days.assign(day=days["dt"].dt.date))
-        conn.execute("create table marts.dq_daily as select day, n_sequenced, n_lost, loss_rate from _days")
+        conn.execute("create table marts.dq_daily as select day, n_sequenced, n_lost, loss_rate, n_events from _days")
         conn.register("_flips", flips)
         conn.execute("create table marts.dq_assignment as select experiment_id, flipped as n_flipped, "
                      "units as n_exposed, 0 as n_bots from _flips")
@@ -183,6 +185,24 @@ def test_loss_rate_matured_check(tmp_path, monkeypatch, rows, passed):
     assert md["threshold"].value == 0.01 and md["min_sample"].value == 1000 and md["confidence"].value == 0.95
     for column in ("n", "loss_rate", "lower_bound", "threshold", "verdict"):
         assert column in md["per_day"].value
+    assert result.severity == (dg.AssetCheckSeverity.WARN if passed else dg.AssetCheckSeverity.ERROR)
+    assert md["n_not_measurable_days"].value == 0
+
+
+def test_loss_rate_matured_check_warns_when_loss_is_not_measurable(tmp_path, monkeypatch):
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from mvt_pipeline.defs.assets import quality_gates
+
+    days = _dq_daily([(284, 3), (0, 0)])
+    days["n_events"] = [287, 4_000]  # the second day: an SDK that sends no seq
+    _check_warehouse(tmp_path / "wh.duckdb", days, _flips([("e", 0, 10)]))
+    monkeypatch.setattr(quality_gates, "night_of", lambda _context: NIGHT)
+    result = quality_gates.loss_rate_matured(dg.build_asset_check_context(),
+                                             duckdb=DuckDBResource(database=str(tmp_path / "wh.duckdb")))
+    assert result.passed is False and result.severity == dg.AssetCheckSeverity.WARN  # never green, never blocking
+    assert result.metadata["n_not_measurable_days"].value == 1 and "not measurable" in result.description
 
 
 def test_flip_rate_check(tmp_path):
@@ -330,3 +350,15 @@ def test_check_descriptions_state_the_thresholds_and_the_sample_size_rule():
     custom = check_descriptions(Thresholds(min_sample=77, quarantine_warn=0.02, lag_p95_warn_s=120))
     assert "at least 77 trials" in custom["quarantine_rate"] and "WARN above 2%" in custom["quarantine_rate"]
     assert "WARN above 120 s" in custom["lag_p95"]
+
+
+def test_a_day_without_sequenced_events_is_not_measurable():
+    from mvt_pipeline.quality.mart_gates import not_measurable
+    from mvt_pipeline.quality.telemetry_metrics import NOT_MEASURABLE
+
+    days = _dq_daily([(0, 0), (10_000, 300), (0, 0)])
+    days["n_events"] = [5_000, 10_000, 0]  # day 1: an SDK without seq; day 3: no data at all
+    matured, bad = matured_days(days, NIGHT)
+    assert list(matured["verdict"]) == [NOT_MEASURABLE, rb.FAIL, rb.TOO_FEW]
+    assert list(not_measurable(matured)["n_events"]) == [5_000]
+    assert list(bad["n"]) == [10_300]

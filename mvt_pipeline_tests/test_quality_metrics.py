@@ -150,3 +150,34 @@ def test_schema_suite_fails_on_rows_built_to_fail(registry):
     assert not outcome.success
     assert {("expect_column_values_to_not_be_null", "event_id"), ("expect_column_values_to_be_in_set", "event_type"),
             ("expect_column_values_to_be_in_set", "experiment_id"), ("expect_column_values_to_be_between", "seq")} <= failed
+
+
+def _events(source: str, events: list[dict], root, day="2026-11-02"):
+    folder = root / "raw" / source / f"dt={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "e.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def test_loss_without_seq_is_not_measurable_never_green(tmp_path, registry):
+    base = {"event_type": "metric", "ts": "2026-11-02T10:05:00Z", "unit_id": "u1", "metric": "signup", "value": 1}
+    # an SDK that sends no seq (GrowthBook, Segment, OpenTelemetry do not)
+    _events("growthbook_sdk", [{**base, "event_id": f"g{i}", "unit_id": f"u{i}"} for i in range(50)], tmp_path)
+    conn = duckdb.connect()
+    ingest_partition(conn, tmp_path / "raw", "2026-11-02", registry)
+    only = tm.loss_rate(conn, "2026-11-02")
+    assert only.status == tm.WARN and only.value is None
+    assert only.details["not_measurable"] == {"growthbook_sdk": tm.LOSS_NO_SEQ}
+    (row,) = only.per_source
+    assert row["verdict"] == tm.NOT_MEASURABLE and row["events"] == 50 and row["sequenced_events"] == 0
+
+    # beside a sequenced source with no loss: that one is judged, the other still says not measurable
+    seq = [{**base, "event_id": f"w{i}", "device_id": f"d{i // 10}", "seq": i % 10} for i in range(40)]
+    seq.append({**base, "event_id": "single", "device_id": "lonely", "seq": 7})  # one event: no interior
+    _events("web_sdk", seq, tmp_path)
+    ingest_partition(conn, tmp_path / "raw", "2026-11-02", registry, force=True)
+    both = tm.loss_rate(conn, "2026-11-02")
+    rows = {r["source"]: r for r in both.per_source}
+    assert both.status == tm.WARN and both.value == 0.0
+    assert rows["web_sdk"]["interior"] == 4 * 8 and rows["web_sdk"]["lost"] == 0  # (10 - 2) per device, the single 0
+    assert rows["growthbook_sdk"]["verdict"] == tm.NOT_MEASURABLE
+    assert both.details["not_measurable"] == {"growthbook_sdk": tm.LOSS_NO_SEQ}

@@ -12,11 +12,12 @@ import datetime as dt
 import pandas as pd
 
 from .rate_bounds import FAIL, TOO_FEW, graded, judge_rate
-from .telemetry_metrics import ERROR, OK, WARN, Thresholds
+from .telemetry_metrics import ERROR, NOT_MEASURABLE, OK, WARN, Thresholds
 
 
 def judge_days(days: pd.DataFrame, t: Thresholds = Thresholds()) -> pd.DataFrame:
-    """Per day of `dq_daily` (dt, n_sequenced, n_lost, loss_rate): the loss judged with a sample size.
+    """Per day of `dq_daily` (dt, n_sequenced, n_lost, loss_rate, optionally n_events): the loss
+    judged with a sample size; a day with events but none sequenced is `not measurable`.
 
     The trials are the day's sequence positions, n = n_sequenced + n_lost (loss_rate = n_lost / n in
     dq_daily). Adds columns n, lower_bound, threshold and verdict (fail / pass / too few events to
@@ -30,7 +31,15 @@ def judge_days(days: pd.DataFrame, t: Thresholds = Thresholds()) -> pd.DataFrame
     out["lower_bound"] = [v.lower for v in verdicts]
     out["threshold"] = t.loss_error
     out["verdict"] = [v.verdict for v in verdicts]
+    if "n_events" in out:  # events but no sequenced one: the loss of that day cannot be measured
+        events = pd.to_numeric(out["n_events"]).fillna(0)
+        out.loc[(events > 0) & (n_seq == 0) & (n_lost == 0), "verdict"] = NOT_MEASURABLE
     return out
+
+
+def not_measurable(judged: pd.DataFrame) -> pd.DataFrame:
+    """The judged days with events but no sequenced one (the SDK sends no `seq`): reported (WARN)."""
+    return judged[judged["verdict"] == NOT_MEASURABLE]
 
 
 def matured_days(days: pd.DataFrame, night: dt.date, t: Thresholds = Thresholds()) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -75,6 +75,11 @@ def check_descriptions(t: Thresholds) -> dict[str, str]:
     }
 
 
+# Loss is measured from per-device `seq` gaps; without them it cannot be, and the check says so.
+NOT_MEASURABLE = "not measurable"
+LOSS_NO_SEQ = "no event carries both seq and device_id: loss cannot be measured from sequence gaps"
+
+
 @dataclass
 class QualityMetric:
     name: str
@@ -128,13 +133,16 @@ def loss_rate(conn: duckdb.DuckDBPyConnection, partition: str | None, t: Thresho
     partition; seen = distinct seqs in [lo, hi] found in *any* partition; lost = hi - lo + 1 - seen.
     The rate is sum(lost) / sum(hi - lo - 1): the denominator counts only the *interior* positions,
     because the two endpoints are delivered by construction (that is how lo and hi were found);
-    dividing by hi - lo + 1 would bias the rate low by 2 / range (about 15 % relative here).
+    dividing by hi - lo + 1 would bias the rate low by 2 / range (about 15 % relative here). A
+    device with one sequenced event has no interior (0, not -1).
     - Duplicates (retries) repeat a seq, and distinct seqs count it once: no bias.
     - Late events land in a later `dt` folder; looking them up in every partition fills their gap
       once they are ingested (re-run after the late window; until then they count as lost).
     - Losses before a device's first or after its last delivered event leave no gap and are
       invisible, so this is the loss *rate* inside observed ranges; under random loss that is the
       overall rate, but a device that dies mid-stream is not seen as losing anything.
+    - A source whose events carry no `seq` (or no `device_id`), as most SDKs send, cannot show
+      loss: it is listed as `not measurable` with the reason and the metric is WARN, never OK.
     `partition=None` measures all ingested data.
     """
     where = "dt = ?::date and " if partition else ""
@@ -145,7 +153,7 @@ def loss_rate(conn: duckdb.DuckDBPyConnection, partition: str | None, t: Thresho
             from raw.events where {where}device_id is not null and seq is not null
             group by 1, 2
         ), seen as (
-            select r.source, r.device_id, r.hi - r.lo + 1 as expected, r.hi - r.lo - 1 as interior,
+            select r.source, r.device_id, r.hi - r.lo + 1 as expected, greatest(r.hi - r.lo - 1, 0) as interior,
                    count(distinct e.seq) as seen
             from ranges r join raw.events e
               on e.device_id = r.device_id and e.seq between r.lo and r.hi
@@ -161,8 +169,34 @@ def loss_rate(conn: duckdb.DuckDBPyConnection, partition: str | None, t: Thresho
     lost = sum(r["lost"] for r in rows)
     value = lost / interior if interior else None
     status, judged = _judge_rates(rows, "lost", "interior", "loss_rate", t, error=t.loss_error)
+    # a source whose events carry no usable seq cannot show loss: say so (WARN), never a green pass
+    coverage = {r["source"]: r for r in _rows(conn, f"""
+        select source, count(*)::bigint as events,
+               count(*) filter (where device_id is not null and seq is not null)::bigint as sequenced_events
+        from raw.events where {where}true group by 1 order by 1""", params)}
+    measured = {r["source"]: r for r in rows}
+    unmeasurable = {}
+    for source, c in coverage.items():
+        m = measured.get(source)
+        if not c["sequenced_events"]:
+            unmeasurable[source] = LOSS_NO_SEQ
+        if m:
+            m["events"], m["sequenced_events"] = c["events"], c["sequenced_events"]
+        if source in unmeasurable:
+            row = m or {"source": source, "devices": 0, "expected": 0, "seen": 0, "lost": 0, "interior": 0,
+                        "loss_rate": None, "loss_rate_lower": None, "events": c["events"],
+                        "sequenced_events": c["sequenced_events"]}
+            row.update(verdict=NOT_MEASURABLE, loss_rate=None, loss_rate_lower=None,
+                       not_measurable_reason=unmeasurable[source])
+            if not m:
+                rows.append(row)
+    rows.sort(key=lambda r: r["source"])
+    if unmeasurable and status == OK:
+        status = WARN
+    judged["too_few_to_judge"] = [x for x in judged["too_few_to_judge"] if x not in unmeasurable]
     return QualityMetric("loss_rate", value, status, rows,
                          {"lost": lost, "expected": expected, "error_above": t.loss_error, **judged,
+                          "not_measurable": unmeasurable,
                           "note": "trailing/leading losses per device are invisible to seq gaps"})
 
 

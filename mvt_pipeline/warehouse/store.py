@@ -251,7 +251,7 @@ def last_exposures(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def daily_loss(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return conn.execute(
-        "select day as dt, n_sequenced, n_lost, loss_rate from marts.dq_daily order by day").df()
+        "select day as dt, n_sequenced, n_lost, loss_rate, n_events from marts.dq_daily order by day").df()
 
 
 def flip_rates(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:

@@ -2,8 +2,8 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from ...quality.mart_gates import flip_status, judge_flips, matured_days, too_few
-from ...quality.telemetry_metrics import ERROR, OK, Thresholds, sample_size_rule
+from ...quality.mart_gates import flip_status, judge_flips, matured_days, not_measurable, too_few
+from ...quality.telemetry_metrics import ERROR, LOSS_NO_SEQ, OK, Thresholds, sample_size_rule
 from ...warehouse import store
 from ..partitions import daily_partitions, night_of
 
@@ -18,19 +18,26 @@ def _md(frame, columns) -> dg.MetadataValue:
 @dg.asset_check(asset="dq_daily", blocking=True, partitions_def=daily_partitions,
                 description=f"Event loss (per-device seq gaps over the night's data) of every day at least "
                             f"{_T.late_window_days} days older than the night: ERROR when the loss rate is "
-                            f"above {_T.loss_error:.0%} {_RULE}. Younger days may still receive late events.")
+                            f"above {_T.loss_error:.0%} {_RULE}. Younger days may still receive late events. A day "
+                            f"with events but none carrying seq is WARN: loss not measurable.")
 def loss_rate_matured(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as conn:
         days = store.daily_loss(conn)
     if days.empty:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no data yet"})
     matured, bad = matured_days(days, night_of(context), _T)
-    small = too_few(matured)
+    small, blind = too_few(matured), not_measurable(matured)
     bounds = pd.to_numeric(matured["lower_bound"], errors="coerce")
-    columns = ["dt", "n", "n_lost", "loss_rate", "lower_bound", "threshold", "verdict"]
+    columns = ["dt", "n_events", "n", "n_lost", "loss_rate", "lower_bound", "threshold", "verdict"]
     return dg.AssetCheckResult(
-        passed=bad.empty, severity=dg.AssetCheckSeverity.ERROR,
+        # days without any sequenced event cannot show loss: a WARN saying so, never a green pass
+        passed=bad.empty and blind.empty,
+        severity=dg.AssetCheckSeverity.ERROR if not bad.empty else dg.AssetCheckSeverity.WARN,
+        description=(f"loss not measurable on {len(blind)} matured day(s): {LOSS_NO_SEQ}"
+                     if bad.empty and not blind.empty else None),
         metadata={
+            "not_measurable_days": _md(blind, columns),
+            "n_not_measurable_days": len(blind),
             "matured_days": len(matured),
             "worst_loss_rate": float(matured["loss_rate"].max()) if len(matured) else None,
             "worst_lower_bound": float(bounds.max()) if bounds.notna().any() else None,
