@@ -66,6 +66,24 @@ def _cmd_lint(args) -> int:
     return 1 if errors else 0
 
 
+def _cmd_validate_dump(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .ingest.dump_check import DumpCheckError, format_report, validate_dump
+    from .registry import RegistryError, load_registry
+
+    registry_dir = Path(args.registry) if args.registry else settings().registry_dir
+    try:
+        registry = load_registry(registry_dir)
+        report = validate_dump([Path(p) for p in args.paths], registry, examples_per_reason=args.examples)
+    except (DumpCheckError, RegistryError) as exc:
+        print(f"mvt validate-dump: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_dict(), indent=2, default=str) if args.json else format_report(report))
+    return 1 if report.rows_quarantined else 0
+
+
 def _cmd_demo(args) -> int:
     from . import demo
 
@@ -112,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lint", help="check the registry and flag files; exit 1 on errors")
     p.add_argument("--date", type=_date, help="judge end dates as of this day (default: today, UTC)")
     p.set_defaults(func=_cmd_lint)
+
+    p = sub.add_parser("validate-dump", help="check sample dump files as a night would ingest them; exit 1 if any "
+                                             "line is quarantined")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="dump files (.jsonl[.gz], .ndjson[.gz], .csv[.gz], "
+                                                            ".parquet) or folders holding them")
+    p.add_argument("--registry", metavar="DIR", help="the registry folder (default: MVT_DATA_DIR/registry)")
+    p.add_argument("--examples", type=int, default=3, help="examples shown per reason (default 3)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=_cmd_validate_dump)
 
     p = sub.add_parser("demo", help="simulate sample dumps and run every night through Dagster")
     p.add_argument("--users", type=int, default=20000)

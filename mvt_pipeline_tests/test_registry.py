@@ -40,6 +40,16 @@ def _experiment(**overrides):
         ({"metrics": {"primary": ["nope"]}}, "unknown metric 'nope'"),
         ({"design": {"type": "fractional", "generators": ["D=ABC"]}}, "generator"),
         ({"status": "paused"}, "status"),
+        # SDK keys (issue #17): variations must map to levels, keys are validated, one owner per key
+        ({"factors": [{"name": "color", "levels": ["blue", "green"], "control": "blue", "sdk_key": "exp-color",
+                       "variations": {"0": "blue", "1": "red"}}]}, "variations map to ['red']"),
+        ({"factors": [{"name": "color", "levels": ["blue", "green"], "control": "blue",
+                       "sdk_key": "bad key; drop"}]}, "factors.0.sdk_key"),
+        ({"factors": [{"name": "a", "levels": ["x", "y"], "control": "x", "sdk_key": "k"},
+                      {"name": "b", "levels": ["x", "y"], "control": "x", "sdk_key": "k"}]},
+         "sdk_key must differ between the factors"),
+        ({"hash_attribute": "id; drop"}, "hash_attribute"),
+        ({"seed": ""}, "seed"),
     ],
 )
 def test_bad_registry_names_file_path_and_reason(tmp_path, overrides, fragment):
@@ -54,6 +64,25 @@ def test_bad_registry_names_file_path_and_reason(tmp_path, overrides, fragment):
 def test_duplicate_ids_are_rejected(tmp_path):
     _write(tmp_path, [_experiment(), _experiment()])
     with pytest.raises(RegistryError, match="duplicate experiment ids"):
+        load_registry(tmp_path)
+
+
+def test_sdk_keys_map_factors_and_variations(tmp_path):
+    factors = [{"name": "button_color", "levels": ["blue", "green"], "control": "blue",
+                "sdk_key": "mvt_checkout_2x2__button_color"},
+               {"name": "layout", "levels": ["one_page", "two_page"], "control": "one_page",
+                "sdk_key": "exp-checkout-layout", "variations": {"0": "one_page", "1": "two_page"}}]
+    _write(tmp_path, [_experiment(factors=factors, hash_attribute="id", seed="checkout-2x2")])
+    exp = load_registry(tmp_path).experiment("exp_one")
+    assert exp.factor("layout").variations == {"0": "one_page", "1": "two_page"}
+    assert exp.factor("button_color").sdk_key == "mvt_checkout_2x2__button_color"
+    assert exp.hash_salt == ("seed", "checkout-2x2") and exp.hash_attribute == "id"
+
+
+def test_an_sdk_key_belongs_to_one_experiment(tmp_path):
+    factor = {"name": "color", "levels": ["blue", "green"], "control": "blue", "sdk_key": "exp-color"}
+    _write(tmp_path, [_experiment(factors=[factor]), _experiment(id="exp_two", factors=[factor])])
+    with pytest.raises(RegistryError, match=r"sdk_key used by more than one experiment: \['exp-color'\]"):
         load_registry(tmp_path)
 
 

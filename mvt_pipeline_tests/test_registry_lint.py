@@ -132,6 +132,12 @@ def test_overlap_on_the_same_flag_is_an_error_even_across_layers(tmp_path):
         ({"end_date": "2026-12-09"}, {"start_date": "2026-12-10"}, False),  # no date overlap
         ({"status": "draft"}, {}, False),                 # only running experiments count
         ({"end_date": None}, {"start_date": "2027-06-01", "end_date": None}, True),  # open-ended
+        # SDKs that hash with their own seed (GrowthBook: the experiment key by default)
+        ({"seed": "exp-a"}, {"seed": "exp-b"}, False),    # different seeds are independent
+        ({"seed": "s1"}, {"seed": "s1"}, True),           # the same seed correlates them
+        ({"seed": "s1", "layer": "x"}, {"layer": "x"}, False),  # a seed replaces the layer as the salt
+        ({"hash_attribute": "id"}, {"hash_attribute": "deviceId"}, False),  # different attributes hashed
+        ({"hash_attribute": "id"}, {"hash_attribute": "id"}, True),
     ],
 )
 def test_overlap_on_the_same_unit_and_layer_is_a_warning(tmp_path, a, b, expected):

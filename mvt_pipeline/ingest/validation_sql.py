@@ -31,9 +31,10 @@ KNOWN_FIELDS = (
     "experiment_id", "assignment", "cell_id", "hash_version", "metric", "value", "context",
 )
 # Identifier fields may arrive as JSON integers (SDKs with numeric user ids); they are kept as text.
-_ID_FIELDS = ("event_id", "unit_id", "device_id", "session_id", "experiment_id", "cell_id", "hash_version")
+ID_FIELDS = ("event_id", "unit_id", "device_id", "session_id", "experiment_id", "cell_id", "hash_version")
+EVENT_TYPES = ("exposure", "metric")
 # The ids an accepted row stores: one that holds PII is replaced by its keyed hash (`pii_applied_sql`).
-PII_ID_FIELDS = _ID_FIELDS
+PII_ID_FIELDS = ID_FIELDS
 # Plausible event times: `ts` and `received_at` outside [TS_MIN, TS_MAX) are `bad_timestamp` (a
 # year-294247 timestamp is valid for DuckDB but breaks every later conversion).
 TS_MIN, TS_MAX = "2000-01-01", "2100-01-01"
@@ -75,7 +76,7 @@ def _field_sql() -> str:
     out = [f"left({_j(f)}, 1) as k_{f}" for f in KNOWN_FIELDS]
     for f in ("event_type", "ts", "received_at", "metric"):
         out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} end as {f}_text")
-    for f in _ID_FIELDS:
+    for f in ID_FIELDS:
         out.append(f"case when left({_j(f)}, 1) = '\"' then {_unquote(_j(f))} "
                    f"when regexp_full_match({_j(f)}, '-?[0-9]+') then {_j(f)} end as {f}")
     out.append(f"{seq_sql(_j('seq'))} as seq")
@@ -189,7 +190,7 @@ def _reason_groups() -> list[list[tuple[str, str]]]:
          (not_string_or_id("event_id"), "bad_type:event_id"),
          ("event_id = ''", "missing_required:event_id")],
         [(missing("event_type"), "missing_required:event_type"),
-         ("event_type_text is null or event_type_text not in ('exposure', 'metric')", "bad_type:event_type")],
+         (f"event_type_text is null or event_type_text not in {tuple(EVENT_TYPES)}", "bad_type:event_type")],
         [(missing("ts"), "missing_required:ts"),
          (f"ts is null or {_ts_out_of_window_sql('ts', 'ts_text')}", "bad_timestamp"),
          (f"not {missing('received_at')} and (received_at is null "

@@ -20,7 +20,9 @@ Rules, in report order (`RULES`); severity ERROR means results from the registry
   open-ended) and that share a flag key (ERROR: one flag cannot randomise two experiments
   independently), or share unit type and layer, both having no layer counting as the same default
   layer (WARN: the layer is the hash salt, so equal salts correlate their assignments). Experiments
-  in different layers are orthogonal. One row per pair, under the id that sorts first.
+  in different layers are orthogonal; so are experiments whose SDK hashes with different `seed`s
+  (the seed, when set, is the salt instead of the layer) or different `hash_attribute`s. One row per
+  pair, under the id that sorts first.
 - `past_end_running` (WARN): status `running` and `end_date` before `today`.
 - `factor_without_flag` (WARN): a draft/running factor with no `flag_key`, or one that no flag file
   defines (the stale-flag audit reports the latter as `missing` too).
@@ -148,12 +150,14 @@ def _overlap_rows(running: list[tuple[str, Experiment]]) -> list[dict]:
                                  f"{a_where}: shares flag(s) {', '.join(map(repr, shared))} with running "
                                  f"experiment {b.id!r} ({b_where}) from {period}; one flag cannot randomise "
                                  f"two experiments independently"))
-            elif a.unit == b.unit and a.layer == b.layer:
-                layer = f"layer {a.layer!r}" if a.layer else "the default layer (neither sets `layer`)"
+            elif a.unit == b.unit and a.hash_attribute == b.hash_attribute and a.hash_salt == b.hash_salt:
+                kind, salt = a.hash_salt
+                layer = (f"seed {salt!r}" if kind == "seed" else f"layer {salt!r}" if salt
+                         else "the default layer (neither sets `layer` or `seed`)")
                 rows.append(_row("WARN", "overlap_without_orthogonality", a.id,
                                  f"{a_where}: runs on unit {a.unit!r} in {layer} together with {b.id!r} "
                                  f"({b_where}) from {period}; the same hash salt correlates their assignments: "
-                                 f"give them different layers or run them one after the other"))
+                                 f"give them different layers (or SDK seeds) or run them one after the other"))
     return rows
 
 

@@ -19,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 LEVEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,126}$"
+# An SDK's experiment / flag key, or one of its variation keys (GrowthBook sends a variation's index,
+# "0", "1", ..., or its `meta` key): the same strict pattern as flag keys, always passed as data.
+SDK_KEY_PATTERN = FLAG_KEY_PATTERN
+# The user attribute an SDK hashes (GrowthBook `hashAttribute`: id, deviceId, company.id...)
+HASH_ATTRIBUTE_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_.$-]{0,62}$"
+SEED_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,126}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
@@ -40,6 +46,11 @@ class Factor(_Strict):
     control: str
     flag_key: str | None = Field(default=None, pattern=FLAG_KEY_PATTERN)
     code: str | None = Field(default=None, pattern=r"^[A-Z]$")
+    # The key the SDK exposes this factor under (one flag / experiment per factor): its exposures map
+    # to (experiment, this factor) at ingestion, so the client needs no renaming.
+    sdk_key: str | None = Field(default=None, pattern=SDK_KEY_PATTERN)
+    # SDK variation (key or index as text) -> level; without it the variation key is the level.
+    variations: dict[Annotated[str, Field(pattern=SDK_KEY_PATTERN)], str] | None = None
     # each weight finite (model config) and > 0, so an error names the one weight: factors.0.weights.1
     weights: list[Annotated[float, Field(gt=0)]] | None = None
 
@@ -57,6 +68,10 @@ class Factor(_Strict):
     def _control_and_weights(self) -> "Factor":
         if self.control not in self.levels:
             raise ValueError(f"control level {self.control!r} is not one of {self.levels}")
+        if self.variations is not None:
+            unknown = sorted({lv for lv in self.variations.values() if lv not in self.levels})
+            if unknown:
+                raise ValueError(f"variations map to {unknown}, which are not levels of the factor ({self.levels})")
         if self.weights is not None:
             if len(self.weights) != len(self.levels):
                 raise ValueError("weights must be one positive finite number per level")
@@ -136,6 +151,11 @@ class Experiment(_Strict):
     start_date: dt.date
     end_date: dt.date | None = None
     layer: str | None = Field(default=None, pattern=NAME_PATTERN)
+    # How the SDK assigns: the attribute it hashes and its seed (GrowthBook: `hashAttribute`, and
+    # `seed`, which defaults to the experiment key there). Two experiments with different seeds or
+    # hash attributes are assigned independently (the overlap lint honours them).
+    hash_attribute: str | None = Field(default=None, pattern=HASH_ATTRIBUTE_PATTERN)
+    seed: str | None = Field(default=None, pattern=SEED_PATTERN)
     factors: list[Factor] = Field(min_length=1)
     design: Design = Field(default_factory=Design)
     metrics: ExperimentMetrics
@@ -162,6 +182,9 @@ class Experiment(_Strict):
             raise ValueError(f"factor names must be unique, got {names}")
         if self.end_date and self.end_date < self.start_date:
             raise ValueError("end_date is before start_date")
+        keys = [f.sdk_key for f in self.factors if f.sdk_key]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"sdk_key must differ between the factors of one experiment, got {keys}")
         for seg in self.segments:
             if seg not in SEGMENT_COLUMNS:
                 raise ValueError(f"segment {seg!r} is not one of {sorted(SEGMENT_COLUMNS)}")
@@ -178,6 +201,12 @@ class Experiment(_Strict):
     def factor_codes(self) -> dict[str, str]:
         """Single-letter codes (A, B, ...) used by fractional-design generators."""
         return {f.name: f.code or chr(ord("A") + i) for i, f in enumerate(self.factors)}
+
+    @property
+    def hash_salt(self) -> tuple[str, str | None]:
+        """What decides the assignment besides the unit: ("seed", seed) when the SDK hashes with its
+        own seed, else ("layer", layer or None for the default layer)."""
+        return ("seed", self.seed) if self.seed else ("layer", self.layer)
 
     def factor(self, name: str) -> Factor:
         for f in self.factors:
@@ -266,6 +295,10 @@ class Registry(_Strict):
         dupes = {i for i, n in Counter(names).items() if n > 1}
         if dupes:
             raise ValueError(f"duplicate metric names: {sorted(dupes)}")
+        owners = Counter(f.sdk_key for e in self.experiments for f in e.factors if f.sdk_key)
+        shared = sorted(k for k, n in owners.items() if n > 1)
+        if shared:  # an exposure under that key could not be told apart
+            raise ValueError(f"sdk_key used by more than one experiment: {shared}")
         known = set(names)
         for exp in self.experiments:
             for metric, _role in exp.metrics.by_role():
