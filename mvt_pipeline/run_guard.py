@@ -64,20 +64,34 @@ class Holder:
         return f"run {self.run_id} (pid {self.pid}, since {self.since})"
 
 
+class Interrupt:
+    """The signal received inside `interruptible`, if any. The handler raises at once, but code the
+    signal lands in may swallow it (a logging handler's `emit` does, printing "--- Logging error ---"),
+    so the waits also `check()` after every step."""
+
+    signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise RunInterrupted(f"{signal.Signals(self.signum).name} received while waiting for the warehouse")
+
+
 @contextlib.contextmanager
-def interruptible() -> Iterator[None]:
+def interruptible() -> Iterator[Interrupt]:
     """SIGTERM/SIGINT raise RunInterrupted inside the block. Dagster defers these signals during a
     run, and a run that waits would then never see them; the previous handlers come back after."""
+    state = Interrupt()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def _raise(signum, _frame):
-        raise RunInterrupted(f"{signal.Signals(signum).name} received while waiting for the warehouse")
+        state.signum = signum
+        state.check()
 
     previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield state
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -119,8 +133,9 @@ class WriterLock:
         """Wait (polling, interruptible) up to wait_s for the lock, saying every log_every_s who holds it."""
         deadline = time.monotonic() + wait_s
         next_say = 0.0
-        with interruptible():
+        with interruptible() as interrupt:
             while not self.try_acquire(run_id):
+                interrupt.check()
                 now = time.monotonic()
                 if now >= deadline:
                     raise WarehouseBusy(
@@ -131,6 +146,7 @@ class WriterLock:
                     say(f"waiting for the warehouse: {self.holder().describe()} holds it "
                         f"(one writing run at a time; waiting up to {max(deadline - now, 0):.0f} s more)")
                     next_say = now + log_every_s
+                    interrupt.check()
                 time.sleep(POLL_S)
 
     def release(self) -> None:
@@ -161,8 +177,9 @@ def connect_writable(database: str, config: dict | None, wait_s: float, say: Cal
 
     deadline = time.monotonic() + wait_s
     delay, last_said = first_delay_s, -LOG_EVERY_S
-    with interruptible():
+    with interruptible() as interrupt:
         while True:
+            interrupt.check()
             try:
                 return duckdb.connect(database, read_only=False, config=config or {})
             except duckdb.IOException as exc:

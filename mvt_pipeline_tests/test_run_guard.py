@@ -89,6 +89,40 @@ def test_sigterm_ends_a_run_waiting_for_the_lock_promptly(tmp_path):
                 proc.wait(TIMEOUT)
 
 
+def test_sigterm_swallowed_by_a_log_handler_still_ends_the_wait(tmp_path):
+    """The signal may land inside a logging handler, which swallows the exception ("--- Logging
+    error ---"): the wait still ends, promptly."""
+    db = tmp_path / "w.duckdb"
+    holder = hold_lock(db, "run-holder")
+    waiter = None
+    try:
+        waiter = _python("""
+            import sys, time
+            from pathlib import Path
+            from mvt_pipeline.run_guard import WriterLock
+
+            def say(message):  # like logging.Handler.emit: any exception is reported and swallowed
+                print(message, flush=True)
+                try:
+                    time.sleep(5)
+                except BaseException as exc:
+                    print("swallowed", type(exc).__name__, flush=True)
+
+            WriterLock(Path(sys.argv[1])).acquire("run-w", wait_s=3600, say=say)
+        """, str(db))
+        _wait_line(waiter, "waiting for the warehouse: run run-holder")
+        waiter.send_signal(signal.SIGTERM)
+        waiter.wait(timeout=10)
+        assert waiter.returncode != 0
+        assert "swallowed RunInterrupted" in waiter.stdout.read()
+        assert "RunInterrupted: SIGTERM received while waiting for the warehouse" in waiter.stderr.read()
+    finally:
+        for proc in (holder, waiter):
+            if proc is not None:
+                proc.kill()
+                proc.wait(TIMEOUT)
+
+
 @pytest.fixture
 def db(tmp_path) -> str:
     path = str(tmp_path / "w.duckdb")
