@@ -202,7 +202,8 @@ def timed(fn):
 
 
 def run_dbt(db: Path, *args: str) -> None:
-    env = {**os.environ, "MVT_DUCKDB_PATH": str(db), "DO_NOT_TRACK": "1"}
+    env = {**os.environ, "MVT_DUCKDB_PATH": str(db), "MVT_DUCKDB_TEMP_DIR": str(db.parent / "duckdb_tmp"),
+           "DO_NOT_TRACK": "1"}
     dbt = str(Path(sys.executable).parent / "dbt")
     proc = subprocess.run([dbt, *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)],
                           env=env, capture_output=True, text=True)

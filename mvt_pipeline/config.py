@@ -180,9 +180,17 @@ class Settings:
     def duckdb_temp_dir(self) -> Path:
         return self.duckdb_path.parent / "duckdb_tmp"
 
+    def duckdb_config(self) -> dict[str, str]:
+        """The settings of every DuckDB connection the project opens (the warehouse's writers and
+        readers, `mvt validate-dump`'s scratch database) and of dbt's (`dbt_environment`): one memory
+        cap and one spill directory, so a large night slows down instead of running out of memory."""
+        return {"memory_limit": self.duckdb_memory_limit, "temp_directory": str(self.duckdb_temp_dir)}
+
     def dbt_environment(self) -> dict[str, str]:
         """What the dbt subprocess reads through `env_var()` in dbt/profiles.yml."""
-        return {"MVT_DUCKDB_PATH": str(self.duckdb_path), "MVT_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit}
+        config = self.duckdb_config()
+        return {"MVT_DUCKDB_PATH": str(self.duckdb_path), "MVT_DUCKDB_MEMORY_LIMIT": config["memory_limit"],
+                "MVT_DUCKDB_TEMP_DIR": config["temp_directory"]}
 
 
 def settings() -> Settings:

@@ -38,6 +38,6 @@ def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MVT_REPORTS_DIR", str(data / "reports"))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     # dbt reads these through the environment; a test's run must not leak into the next one
-    for var in ("MVT_DUCKDB_MEMORY_LIMIT",):
+    for var in ("MVT_DUCKDB_MEMORY_LIMIT", "MVT_DUCKDB_TEMP_DIR"):
         monkeypatch.delenv(var, raising=False)
     return data

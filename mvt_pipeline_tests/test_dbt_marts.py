@@ -127,7 +127,8 @@ def ingest(data: Path, days=None) -> None:
 
 
 def dbt(data: Path, *args: str, vars_: dict | None = None) -> str:
-    env = {**os.environ, **settings().dbt_environment(), "MVT_DUCKDB_PATH": str(data / "wh.duckdb"), "DO_NOT_TRACK": "1",
+    env = {**os.environ, **settings().dbt_environment(), "MVT_DUCKDB_PATH": str(data / "wh.duckdb"),
+           "MVT_DUCKDB_TEMP_DIR": str(data / "duckdb_tmp"), "DO_NOT_TRACK": "1",
            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     cmd = [DBT, *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
            "--target-path", str(data / "dbt_target"), "--log-path", str(data / "dbt_logs")]

@@ -49,7 +49,7 @@ def _connect(s: Settings, attempts: int = 3):
     s.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(attempts):
         try:
-            return duckdb.connect(str(s.duckdb_path))
+            return duckdb.connect(str(s.duckdb_path), config=s.duckdb_config())
         except (duckdb.IOException, duckdb.ConnectionException):  # another process (or connection) holds it
             if attempt == attempts - 1:
                 return None

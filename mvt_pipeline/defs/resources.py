@@ -89,8 +89,8 @@ def build_resources() -> dict:
     s.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         # Bounded memory with spill to disk: large nights slow down instead of running out of RAM.
-        "duckdb": WarehouseResource(database=str(s.duckdb_path), lock_wait_s=s.runs.lock_wait_s, connection_config={
-            "memory_limit": s.duckdb_memory_limit, "temp_directory": str(s.duckdb_temp_dir)}),
+        "duckdb": WarehouseResource(database=str(s.duckdb_path), lock_wait_s=s.runs.lock_wait_s,
+                                    connection_config=s.duckdb_config()),
         # dbt through a wrapper that dies with the run process (no orphan dbt after a kill -9).
         "dbt": DbtCliResource(project_dir=dbt_project,
                               dbt_executable=run_guard.dbt_wrapper(dbt_executable(), s.dagster_home / "bin")),

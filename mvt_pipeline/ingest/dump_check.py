@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from ..config import settings
 from ..registry import Registry
 from ..safe_files import open_regular_fd
 from .contract_schema import telemetry_schema
@@ -105,7 +106,7 @@ def validate_dump(paths: list[Path], registry: Registry, examples_per_reason: in
             dst = folder / f"{i:05d}_{src.name}"
             _copy(src, dst)
             copies[str(dst)] = str(src)
-        conn = duckdb.connect()
+        conn = duckdb.connect(config=settings().duckdb_config())  # the night's memory cap
         try:
             summary = ingest_partition(conn, Path(tmp) / "raw", day, registry)
             report = DumpReport(files=[str(f) for f in files], rows_read=summary.rows_read,

@@ -34,7 +34,7 @@ def _table_metadata(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, dict
     """Row counts and column types of the tables dbt just built, read after dbt has exited (DuckDB
     allows one process at a time, so dagster-dbt's fetch_row_counts cannot query during the run)."""
     out = {}
-    with duckdb_lib.connect(str(settings().duckdb_path), read_only=True) as conn:
+    with duckdb_lib.connect(str(settings().duckdb_path), read_only=True, config=settings().duckdb_config()) as conn:
         for key, relation in relations.items():
             schema, name = relation.split(".")
             cols = conn.execute(
