@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import yaml
 
@@ -94,3 +96,38 @@ def test_registry_tables_cover_every_factor_level_and_metric():
     weights = levels.groupby(["experiment_id", "factor"])["planned_weight"].sum()
     assert weights.round(12).eq(1.0).all()
     assert set(frames["registry_metrics"]["metric"]) == {m.name for m in reg.metrics}
+
+
+@pytest.mark.parametrize("exp_id, ok", [
+    ("exp-checkout-layout", True), ("checkout.v2", True), ("2026-q4_pricing", True),
+    ("Exp-Upper", False), ("a..b", False), ("ends.", False), ("index", False), ("-lead", False),
+    ("has space", False), ("../etc", False), ("x" * 64, False),
+])
+def test_experiment_ids_may_hold_hyphens_and_dots_under_a_strict_pattern(tmp_path, exp_id, ok):
+    _write(tmp_path, [_experiment(id=exp_id)])
+    if ok:
+        assert load_registry(tmp_path).experiments[0].id == exp_id
+    else:
+        with pytest.raises(RegistryError, match=r"at experiments\[0\] .*\.id"):
+            load_registry(tmp_path)
+
+
+def test_a_hyphenated_experiment_is_ingested_and_gets_its_report_page(tmp_path):
+    import duckdb
+
+    from mvt_pipeline.ingest import ingest_partition
+    from mvt_pipeline.reports.night_files import _plain_name
+
+    (tmp_path / "registry").mkdir()
+    _write(tmp_path / "registry", [_experiment(id="exp-checkout.layout")])
+    registry = load_registry(tmp_path / "registry")
+    folder = tmp_path / "raw" / "web_sdk" / "dt=2026-11-02"
+    folder.mkdir(parents=True)
+    exposure = {"event_id": "x1", "event_type": "exposure", "ts": "2026-11-02T10:00:00Z", "unit_id": "u1",
+                "experiment_id": "exp-checkout.layout", "assignment": {"color": "green"}}
+    folder.joinpath("e.jsonl").write_text(json.dumps(exposure) + "\n")
+    conn = duckdb.connect()
+    summary = ingest_partition(conn, tmp_path / "raw", "2026-11-02", registry)
+    assert summary.rows_accepted == 1
+    assert conn.execute("select experiment_id from raw.events").fetchone() == ("exp-checkout.layout",)
+    assert _plain_name("exp-checkout.layout.html") == "exp-checkout.layout.html"

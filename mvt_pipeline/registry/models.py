@@ -17,6 +17,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# Experiment ids as SDKs name experiments (GrowthBook `exp-checkout-layout`, `checkout.v2`): hyphens
+# and dots too, lowercase (a report page is `<id>.html`: no case-only twins), no `..`. Always passed
+# to SQL as data and checked again where a file name is built (`reports.night_files`).
+EXPERIMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+RESERVED_EXPERIMENT_IDS = frozenset({"index"})  # `index.html` is the night's index page
 LEVEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,126}$"
 # An SDK's experiment / flag key, or one of its variation keys (GrowthBook sends a variation's index,
@@ -143,7 +148,7 @@ class DecisionRules(_Strict):
 
 
 class Experiment(_Strict):
-    id: str = Field(pattern=NAME_PATTERN)
+    id: str = Field(pattern=EXPERIMENT_ID_PATTERN)
     owner: str = Field(min_length=1)
     hypothesis: str = Field(min_length=1)
     unit: str = Field(default="user", pattern=NAME_PATTERN)
@@ -174,6 +179,15 @@ class Experiment(_Strict):
     # fixed-horizon ones (only valid if you look once, at the planned end).
     decision_basis: Literal["sequential", "fixed"] = "sequential"
     decision_rules: DecisionRules = Field(default_factory=DecisionRules)
+
+    @field_validator("id")
+    @classmethod
+    def _id_ok(cls, value: str) -> str:
+        if ".." in value or value.endswith("."):
+            raise ValueError(f"experiment id {value!r} may not hold '..' or end with '.'")
+        if value in RESERVED_EXPERIMENT_IDS:
+            raise ValueError(f"experiment id {value!r} is reserved (the report index)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Experiment":
