@@ -91,7 +91,16 @@ def registry_cell_texts(registry: Registry) -> list[str]:
 
 
 def rules_fingerprint(registry: Registry) -> str:
+    """The registry's part in what a night accepts: levels, and (when set) the source formats and
+    the SDK key mapping, so changing any of them re-ingests instead of silently skipping."""
+    from .source_formats import sdk_key_rows
+
     text = RULES_VERSION + "\n" + "\n".join("|".join(x) for x in registry_levels(registry))
+    formats = [f"{s.name}|{s.format}|{s.unit}" for s in registry.sources]
+    mapped = any(f.sdk_key or f.variations for e in registry.experiments for f in e.factors)
+    keys = ["|".join("" if x is None else x for x in r) for r in sdk_key_rows(registry)] if mapped else []
+    if formats or keys:
+        text += "\nsources\n" + "\n".join(formats) + "\nsdk keys\n" + "\n".join(keys)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

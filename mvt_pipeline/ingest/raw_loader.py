@@ -46,6 +46,7 @@ from .fast_path_sql import SHAPE_SAMPLE_LINES, fast_select_sql, observed_shapes,
 from .validation_sql import (PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_file_sums_sql,
                              pii_hits_sql)
 from .pii_sql import DEFAULT_PII_KEY, PII_KEY_VARIABLE
+from .source_formats import MAPPING_TABLE, create_mapping, growthbook_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 from ..config import settings
 
@@ -241,10 +242,21 @@ def ingest_partition(
     staged = staged_files([(fp.source, fp.path) for fp in fingerprints])
     chunks = jsonl_chunks(staged)
     ctx = _WriteContext(partition, now, [fp.source for fp in fingerprints], [str(fp.path) for fp in fingerprints])
+    # files of sources in an SDK's own format (sources.yaml), rewritten into contract lines first
+    for i, source in enumerate(ctx.sources):
+        fmt = registry.source_format(source)
+        if fmt.format == "growthbook":
+            ctx.growthbook[i] = fmt.unit
     preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
     try:
         _set_variables(conn, ctx)
+        create_mapping(conn, registry)
         others = stage_other_files(conn, staged)
+        if ctx.growthbook and others:
+            conn.execute(f"create or replace temp table _mapped_other as "
+                         f"{growthbook_sql(OTHER_TABLE, sorted(ctx.growthbook), ctx.growthbook)}")
+            conn.execute(f"drop table {OTHER_TABLE}")
+            conn.execute(f"alter table _mapped_other rename to {OTHER_TABLE}")
         # every row carries its file and line number, so row order is free: lets DuckDB write in parallel
         conn.execute("set preserve_insertion_order = false")
         conn.execute("begin transaction")
@@ -273,6 +285,7 @@ def ingest_partition(
         conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
         _drop_temps(conn)
         drop_staging(conn)
+        conn.execute(f"drop table if exists {MAPPING_TABLE}")
         _reset_variables(conn)
     summary.reasons = _reasons(conn, partition)
     return summary
@@ -288,6 +301,7 @@ class _WriteContext:
     now: dt.datetime
     sources: list[str]  # by file_idx
     paths: list[str]
+    growthbook: dict[int, str] = field(default_factory=dict)  # file_idx -> unit setting, GrowthBook files
 
 
 def _set_variables(conn, ctx: _WriteContext) -> None:
@@ -339,6 +353,11 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
             accepted = _chunk_keys(conn)
         else:
             frame = read()
+            mapped = sorted(s.index for s in staged if s.index in ctx.growthbook)
+            if mapped:
+                frame = pl.from_arrow(conn.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.newest())).query(
+                    LINES_VIEW, growthbook_sql(LINES_VIEW, mapped, ctx.growthbook)).to_arrow_table()).cast(
+                    {"file_idx": pl.Int32, "line_number": pl.Int64, "line": pl.String, "pre_reason": pl.String})
             # the key order(s) and separators this chunk's SDKs write, from the first lines of each file
             sample = frame.group_by("file_idx", maintain_order=True).head(SHAPE_SAMPLE_LINES)["line"].to_list()
             fast = fast_select_sql(LINES_VIEW, levels, cells, observed_shapes(sample))

@@ -18,6 +18,7 @@ path inside the document, e.g. `experiments[2].factors[0].weights`) and the reas
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Hashable
 from pathlib import Path
@@ -29,7 +30,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from ..config import settings
 from ..safe_files import UnsafeFileError, check_dir, read_text
-from .models import Experiment, Metric, Registry
+from .models import Experiment, Metric, Registry, Source
 
 # A registry of a thousand experiments is ~300 KB; past this the parser alone takes seconds.
 MAX_REGISTRY_FILE_BYTES = 1024**2
@@ -269,7 +270,13 @@ def load_registry(registry_dir: str | Path) -> Registry:
     raw_mets = _list(read_registry_yaml(met_path), "metrics", met_path)
     experiments = _validate_each(exp_path, "experiments", "id", raw_exps, Experiment)
     metrics = _validate_each(met_path, "metrics", "name", raw_mets, Metric)
+    src_path = registry_dir / "sources.yaml"  # optional: folders not listed hold the contract
+    sources = []
+    if os.path.lexists(src_path):
+        sources = _validate_each(src_path, "sources", "name", _list(read_registry_yaml(src_path), "sources", src_path),
+                                 Source)
     try:
-        return Registry(experiments=experiments, metrics=metrics, owners=exp_yaml.get("owners") or {})
+        return Registry(experiments=experiments, metrics=metrics, owners=exp_yaml.get("owners") or {},
+                        sources=sources)
     except ValidationError as exc:
         raise RegistryError(_format(exp_path, "registry", exc)) from exc

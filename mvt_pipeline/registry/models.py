@@ -294,10 +294,43 @@ class OwnerRoute(_Strict):
     slack_channel: str | None = Field(default=None, pattern=r"^[#@]?[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 
+# The formats a dump folder may hold (`sources.yaml`); each is mapped to the contract at ingestion.
+SOURCE_FORMATS = ("contract", "growthbook")
+PLANNED_FORMATS = ("segment", "otel")  # named by the contract, not read yet: refused with that reason
+SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a folder under raw/
+
+
+class Source(_Strict):
+    """One dump folder (`raw/<name>/`) and the format its SDK writes (docs/telemetry.md, Source
+    formats). A folder not listed is `contract`."""
+
+    name: str = Field(pattern=SOURCE_NAME_PATTERN)
+    format: str = "contract"
+    # growthbook: the unit is the value the SDK hashed (`hashValue`), else the `userId`
+    unit: Literal["hash_value", "user_id"] = "hash_value"
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value in PLANNED_FORMATS:
+            raise ValueError(f"format {value!r} is not read yet; use one of {list(SOURCE_FORMATS)}")
+        if value not in SOURCE_FORMATS:
+            raise ValueError(f"format {value!r} is not one of {list(SOURCE_FORMATS)}")
+        return value
+
+
 class Registry(_Strict):
     experiments: list[Experiment]
     metrics: list[Metric]
     owners: dict[str, OwnerRoute] = Field(default_factory=dict)
+    sources: list[Source] = Field(default_factory=list)
+
+    def source_format(self, folder: str) -> Source:
+        """How the folder `raw/<folder>/` is read (`contract` when `sources.yaml` does not list it)."""
+        for source in self.sources:
+            if source.name == folder:
+                return source
+        return Source(name=folder) if re.match(SOURCE_NAME_PATTERN, folder) else Source(name="unnamed")
 
     @model_validator(mode="after")
     def _references(self) -> "Registry":
@@ -305,6 +338,9 @@ class Registry(_Strict):
         dupes = {i for i, n in Counter(e.id for e in self.experiments).items() if n > 1}
         if dupes:
             raise ValueError(f"duplicate experiment ids: {sorted(dupes)}")
+        folders = {i for i, n in Counter(src.name for src in self.sources).items() if n > 1}
+        if folders:
+            raise ValueError(f"sources listed more than once: {sorted(folders)}")
         names = [m.name for m in self.metrics]
         dupes = {i for i, n in Counter(names).items() if n > 1}
         if dupes:

@@ -1,0 +1,101 @@
+"""`sources.yaml` formats mapped to the contract at ingestion (issue #17, part 1): GrowthBook's
+tracking shape; every bad line quarantined with all of its reasons; the accounting unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pytest
+import yaml
+
+from mvt_pipeline.ingest import ingest_partition
+from mvt_pipeline.registry import RegistryError, load_registry
+
+from .conftest import SAMPLE_REGISTRY
+
+DAY = "2026-11-02"
+EXPERIMENT = {"id": "checkout-exp", "owner": "t", "hypothesis": "h", "status": "running", "start_date": "2026-11-01",
+              "factors": [{"name": "layout", "levels": ["control", "one_page"], "control": "control",
+                           "sdk_key": "checkout-exp", "variations": {"0": "control", "1": "one_page"}}],
+              "metrics": {"primary": ["checkout_conversion"]}}
+GOOD = {"experimentId": "checkout-exp", "variationId": 1, "hashAttribute": "id", "hashValue": "user-0",
+        "userId": "user-0", "timestamp": "2026-11-02T10:00:00Z", "inExperiment": True, "featureId": "checkout-layout"}
+
+
+def _registry(tmp_path, sources):
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    shutil.copy(SAMPLE_REGISTRY / "metrics.yaml", reg / "metrics.yaml")
+    (reg / "experiments.yaml").write_text(yaml.safe_dump({"experiments": [EXPERIMENT]}))
+    if sources is not None:
+        (reg / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    return load_registry(reg)
+
+
+def _ingest(tmp_path, registry, lines, source="gb_web"):
+    folder = tmp_path / "raw" / source / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    conn = duckdb.connect()
+    return conn, ingest_partition(conn, tmp_path / "raw", DAY, registry)
+
+
+def test_growthbook_lines_map_to_exposures_and_bad_ones_list_every_reason(tmp_path):
+    registry = _registry(tmp_path, [{"name": "gb_web", "format": "growthbook"}])
+    lines = [
+        GOOD,
+        GOOD,  # the SDK retried: the same derived event id (deduplicated in staging)
+        {"experiment_id": "checkout-exp", "variation_id": "0", "hash_value": "user-1", "timestamp": "2026-11-02T11:00:00Z"},
+        {**GOOD, "variationId": 7},                        # no such variation
+        {**GOOD, "experimentId": "not-in-the-registry"},
+        {**GOOD, "inExperiment": False},                   # the SDK says: not an exposure
+        {"experimentId": "checkout-exp", "hashValue": "user-2"},  # no timestamp, no variation
+        "{not json",
+    ]
+    conn, summary = _ingest(tmp_path, registry, lines)
+    assert (summary.rows_read, summary.rows_accepted, summary.rows_quarantined) == (8, 3, 5)
+    events = conn.execute("select event_id, unit_id, experiment_id, assignment::varchar from raw.events "
+                          "order by line_number").fetchall()
+    assert events[0] == events[1] and events[0][0].startswith("gb-")
+    assert [e[1:] for e in events] == [("user-0", "checkout-exp", '{"layout":"one_page"}')] * 2 + [
+        ("user-1", "checkout-exp", '{"layout":"control"}')]
+    got = dict((n, reasons) for n, reasons in conn.execute(
+        "select line_number, reasons from raw.quarantine order by 1").fetchall())
+    assert got == {4: ["unknown_level"], 5: ["unknown_experiment"], 6: ["not_in_experiment"],
+                   7: ["missing_required:ts", "missing_required:assignment"], 8: ["malformed_json"]}
+
+
+def test_a_folder_not_listed_is_the_contract(tmp_path):
+    registry = _registry(tmp_path, None)
+    _conn, summary = _ingest(tmp_path, registry, [GOOD])
+    assert summary.rows_accepted == 0 and summary.reasons == {"missing_required:event_id": 1}
+
+
+def test_the_unit_setting_picks_the_user_id(tmp_path):
+    registry = _registry(tmp_path, [{"name": "gb_web", "format": "growthbook", "unit": "user_id"}])
+    conn, _ = _ingest(tmp_path, registry, [{**GOOD, "hashValue": "device-9", "userId": "user-0"}])
+    assert conn.execute("select unit_id from raw.events").fetchone() == ("user-0",)
+
+
+@pytest.mark.parametrize("sources, fragment", [
+    ([{"name": "x", "format": "segment"}], "format 'segment' is not read yet"),
+    ([{"name": "x", "format": "csv-ish"}], "is not one of ['contract', 'growthbook']"),
+    ([{"name": "x"}, {"name": "x"}], "sources listed more than once: ['x']"),
+    ([{"name": "../up", "format": "growthbook"}], "sources[0]"),
+])
+def test_bad_sources_files_name_the_entry_and_reason(tmp_path, sources, fragment):
+    with pytest.raises(RegistryError) as err:
+        _registry(tmp_path, sources)
+    assert "sources.yaml" in str(err.value) or "registry" in str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_changing_a_source_format_reingests(tmp_path):
+    registry = _registry(tmp_path, None)
+    conn, first = _ingest(tmp_path, registry, [GOOD])
+    (tmp_path / "registry" / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": [{"name": "gb_web", "format": "growthbook"}]}))
+    again = ingest_partition(conn, tmp_path / "raw", DAY, load_registry(tmp_path / "registry"))
+    assert not again.skipped_unchanged and again.rows_accepted == 1 and first.rows_accepted == 0
