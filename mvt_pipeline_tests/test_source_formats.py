@@ -80,8 +80,14 @@ def test_the_unit_setting_picks_the_user_id(tmp_path):
 
 
 @pytest.mark.parametrize("sources, fragment", [
-    ([{"name": "x", "format": "segment"}], "format 'segment' is not read yet"),
-    ([{"name": "x", "format": "csv-ish"}], "is not one of ['contract', 'growthbook']"),
+    ([{"name": "x", "format": "otel"}], "format 'otel' is not read yet"),
+    ([{"name": "x", "format": "csv-ish"}], "is not one of ['contract', 'growthbook', 'segment']"),
+    ([{"name": "x", "format": "segment", "unit": "hash_value"}], "unit 'hash_value' does not apply to format 'segment'"),
+    ([{"name": "x", "format": "growthbook", "metrics": [{"event": "Order Completed", "metric": "checkout"}]}],
+     "only a segment source maps track events"),
+    ([{"name": "x", "format": "segment", "metrics": [{"event": "A'; drop", "metric": "checkout"}]}], "metrics.0.event"),
+    ([{"name": "x", "format": "segment", "metrics": [{"event": "Done", "metric": "checkout", "value": "a.b"}]}],
+     "metrics.0.value"),
     ([{"name": "x"}, {"name": "x"}], "sources listed more than once: ['x']"),
     ([{"name": "../up", "format": "growthbook"}], "sources[0]"),
 ])
@@ -99,3 +105,54 @@ def test_changing_a_source_format_reingests(tmp_path):
         yaml.safe_dump({"sources": [{"name": "gb_web", "format": "growthbook"}]}))
     again = ingest_partition(conn, tmp_path / "raw", DAY, load_registry(tmp_path / "registry"))
     assert not again.skipped_unchanged and again.rows_accepted == 1 and first.rows_accepted == 0
+
+
+SEGMENT_VIEW = {"type": "track", "event": "Experiment Viewed", "userId": "user-0", "anonymousId": "anon-0",
+                "messageId": "m-1", "timestamp": "2026-11-02T10:00:00.250Z", "receivedAt": "2026-11-02T10:00:01Z",
+                "properties": {"experimentId": "checkout-exp", "variationId": "1"},
+                "context": {"library": {"name": "analytics.js"}, "ip": "108.0.78.21"}}
+
+
+def test_segment_track_calls_map_to_exposures_and_metrics(tmp_path):
+    registry = _registry(tmp_path, [{"name": "seg", "format": "segment", "metrics": [
+        {"event": "Order Completed", "metric": "checkout", "value": "revenue"},
+        {"event": "Signed Up", "metric": "signup"}]}])
+    lines = [
+        SEGMENT_VIEW,
+        {**SEGMENT_VIEW, "messageId": "m-2", "userId": None, "properties": {"experiment_id": "checkout-exp",
+                                                                            "variation_id": "0"}},
+        {**SEGMENT_VIEW, "messageId": "m-3", "event": "Order Completed", "properties": {"revenue": 42.5}},
+        {**SEGMENT_VIEW, "messageId": "m-4", "event": "Signed Up", "properties": {}},
+        {**SEGMENT_VIEW, "messageId": "m-5", "event": "Order Completed", "properties": {"revenue": "lots"}},
+        {**SEGMENT_VIEW, "messageId": "m-6", "event": "Page Scrolled"},           # not mapped
+        {"type": "identify", "userId": "user-0", "messageId": "m-7", "traits": {"plan": "pro"}},
+        {**SEGMENT_VIEW, "messageId": None, "properties": {"experimentId": "checkout-exp", "variationId": "9"}},
+    ]
+    conn, summary = _ingest(tmp_path, registry, lines, source="seg")
+    assert (summary.rows_read, summary.rows_accepted, summary.rows_quarantined) == (8, 4, 4)
+    events = conn.execute("select event_id, event_type, unit_id, experiment_id, assignment::varchar, metric, value "
+                          "from raw.events order by line_number").fetchall()
+    assert events == [
+        ("m-1", "exposure", "user-0", "checkout-exp", '{"layout":"one_page"}', None, None),
+        ("m-2", "exposure", "anon-0", "checkout-exp", '{"layout":"control"}', None, None),  # no userId: anonymousId
+        ("m-3", "metric", "user-0", None, None, "checkout", 42.5),
+        ("m-4", "metric", "user-0", None, None, "signup", 1.0),  # no value property: a count
+    ]
+    # the context is kept, its IP redacted like any other
+    assert "108.0.78.21" not in conn.execute("select string_agg(context::varchar) from raw.events").fetchone()[0]
+    got = dict(conn.execute("select line_number, reasons from raw.quarantine order by 1").fetchall())
+    assert got == {5: ["bad_type:value"], 6: ["unmapped_event"], 7: ["unmapped_event"],
+                   8: ["missing_required:event_id", "unknown_level"]}
+
+
+def test_unmapped_segment_events_are_kept_but_not_counted_as_bad_data(tmp_path):
+    from mvt_pipeline.quality.telemetry_metrics import OK, quarantine_rate
+
+    registry = _registry(tmp_path, [{"name": "seg", "format": "segment"}])
+    page_views = [{"type": "page", "userId": f"u{i}", "messageId": f"p{i}", "timestamp": "2026-11-02T10:00:00Z"}
+                  for i in range(30)]
+    conn, summary = _ingest(tmp_path, registry, [SEGMENT_VIEW, *page_views], source="seg")
+    assert summary.rows_quarantined == 30 and summary.reasons == {"unmapped_event": 30}
+    metric = quarantine_rate(conn, DAY)
+    assert metric.value == 0.0 and metric.status == OK
+    assert metric.per_source[0]["unmapped_events"] == 30

@@ -38,6 +38,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..registry import Registry
+from ..registry.models import Source
 from .file_readers import (ALL_SUFFIXES, OTHER_TABLE, StagedFile, drop_staging, file_format, jsonl_chunks,
                            read_jsonl_chunk, stage_other_files, staged_files)
 from .dump_folders import is_real_dir
@@ -46,7 +47,7 @@ from .fast_path_sql import SHAPE_SAMPLE_LINES, fast_select_sql, observed_shapes,
 from .validation_sql import (PII_HITS_TABLE, PII_TEXTS_TABLE, checked_select_sql, pii_applied_sql, pii_file_sums_sql,
                              pii_hits_sql)
 from .pii_sql import DEFAULT_PII_KEY, PII_KEY_VARIABLE
-from .source_formats import MAPPING_TABLE, create_mapping, growthbook_sql
+from .source_formats import create_mapping, drop_mapping, mapped_sql
 from .warehouse_schema import PII_KINDS, ensure_raw_schema
 from ..config import settings
 
@@ -245,16 +246,16 @@ def ingest_partition(
     # files of sources in an SDK's own format (sources.yaml), rewritten into contract lines first
     for i, source in enumerate(ctx.sources):
         fmt = registry.source_format(source)
-        if fmt.format == "growthbook":
-            ctx.growthbook[i] = fmt.unit
+        if fmt.format != "contract":
+            ctx.formats[i] = fmt
     preserve = conn.execute("select current_setting('preserve_insertion_order')").fetchone()[0]
     try:
         _set_variables(conn, ctx)
-        create_mapping(conn, registry)
+        create_mapping(conn, registry, ctx.formats)
         others = stage_other_files(conn, staged)
-        if ctx.growthbook and others:
-            conn.execute(f"create or replace temp table _mapped_other as "
-                         f"{growthbook_sql(OTHER_TABLE, sorted(ctx.growthbook), ctx.growthbook)}")
+        mapped = mapped_sql(OTHER_TABLE, ctx.formats, [o.index for o in others])
+        if mapped:  # CSV / Parquet rows of an SDK's format
+            conn.execute(f"create or replace temp table _mapped_other as {mapped}")
             conn.execute(f"drop table {OTHER_TABLE}")
             conn.execute(f"alter table _mapped_other rename to {OTHER_TABLE}")
         # every row carries its file and line number, so row order is free: lets DuckDB write in parallel
@@ -285,7 +286,7 @@ def ingest_partition(
         conn.execute(f"set preserve_insertion_order = {'true' if str(preserve).lower() == 'true' else 'false'}")
         _drop_temps(conn)
         drop_staging(conn)
-        conn.execute(f"drop table if exists {MAPPING_TABLE}")
+        drop_mapping(conn)
         _reset_variables(conn)
     summary.reasons = _reasons(conn, partition)
     return summary
@@ -301,7 +302,7 @@ class _WriteContext:
     now: dt.datetime
     sources: list[str]  # by file_idx
     paths: list[str]
-    growthbook: dict[int, str] = field(default_factory=dict)  # file_idx -> unit setting, GrowthBook files
+    formats: dict[int, Source] = field(default_factory=dict)  # file_idx -> its source, when not the contract
 
 
 def _set_variables(conn, ctx: _WriteContext) -> None:
@@ -353,10 +354,10 @@ def _load_chunk(conn, read: Callable[[], pl.DataFrame] | None, staged: list[Stag
             accepted = _chunk_keys(conn)
         else:
             frame = read()
-            mapped = sorted(s.index for s in staged if s.index in ctx.growthbook)
-            if mapped:
+            mapped = mapped_sql(LINES_VIEW, ctx.formats, [s.index for s in staged])
+            if mapped:  # lines of an SDK's format, rewritten into contract lines (source_formats)
                 frame = pl.from_arrow(conn.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.newest())).query(
-                    LINES_VIEW, growthbook_sql(LINES_VIEW, mapped, ctx.growthbook)).to_arrow_table()).cast(
+                    LINES_VIEW, mapped).to_arrow_table()).cast(
                     {"file_idx": pl.Int32, "line_number": pl.Int64, "line": pl.String, "pre_reason": pl.String})
             # the key order(s) and separators this chunk's SDKs write, from the first lines of each file
             sample = frame.group_by("file_idx", maintain_order=True).head(SHAPE_SAMPLE_LINES)["line"].to_list()

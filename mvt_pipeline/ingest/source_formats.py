@@ -20,10 +20,16 @@ from __future__ import annotations
 import duckdb
 
 from ..registry import Registry
+from ..registry.models import Source
 from .validation_sql import sql_list
 
 MAPPING_TABLE = "_ingest_sdk_keys"
+SOURCE_METRICS_TABLE = "_ingest_source_metrics"  # (file_idx, event, metric, value property) of segment files
+SOURCE_OPTIONS_TABLE = "_ingest_source_options"  # (file_idx, exposure_event, unit) of segment files
 NOT_IN_EXPERIMENT = "not_in_experiment"
+# A Segment record that is neither the exposure event nor a mapped metric (page, identify, other
+# track events): kept as a quarantine row (nothing is dropped silently), not counted as bad data.
+UNMAPPED_EVENT = "unmapped_event"
 
 
 def _first(*paths: str) -> str:
@@ -45,13 +51,46 @@ def sdk_key_rows(registry: Registry) -> list[tuple[str, str, str, str | None, st
     return sorted(rows, key=lambda r: tuple("" if x is None else x for x in r))
 
 
-def create_mapping(conn: duckdb.DuckDBPyConnection, registry: Registry) -> None:
-    """The SDK key table the mapping joins (registry values, bound as parameters)."""
+def create_mapping(conn: duckdb.DuckDBPyConnection, registry: Registry, sources: dict[int, Source] | None = None) -> None:
+    """The tables the mappings join: SDK keys, and the metric events of each segment file
+    (registry values, bound as parameters, never pasted into SQL)."""
     conn.execute(f"create or replace temp table {MAPPING_TABLE} (sdk_key varchar, experiment_id varchar, "
                  "factor varchar, variation varchar, level varchar)")
     rows = sdk_key_rows(registry)
     if rows:
         conn.executemany(f"insert into {MAPPING_TABLE} values (?, ?, ?, ?, ?)", rows)
+    conn.execute(f"create or replace temp table {SOURCE_METRICS_TABLE} (file_idx integer, event varchar, "
+                 "metric varchar, value_path varchar)")
+    metrics = [(i, m.event, m.metric, None if m.value is None else f"$.properties.{m.value}")
+               for i, src in (sources or {}).items() if src.format == "segment" for m in src.metrics]
+    if metrics:
+        conn.executemany(f"insert into {SOURCE_METRICS_TABLE} values (?, ?, ?, ?)", metrics)
+    conn.execute(f"create or replace temp table {SOURCE_OPTIONS_TABLE} (file_idx integer, exposure_event varchar, "
+                 "unit varchar)")
+    options = [(i, src.exposure_event, src.unit_setting) for i, src in (sources or {}).items()
+               if src.format == "segment"]
+    if options:
+        conn.executemany(f"insert into {SOURCE_OPTIONS_TABLE} values (?, ?, ?)", options)
+
+
+def drop_mapping(conn: duckdb.DuckDBPyConnection) -> None:
+    for table in (MAPPING_TABLE, SOURCE_METRICS_TABLE, SOURCE_OPTIONS_TABLE):
+        conn.execute(f"drop table if exists {table}")
+
+
+def mapped_sql(lines: str, sources: dict[int, Source], files: list[int]) -> str | None:
+    """The statement rewriting the lines of `files` (file indexes of this chunk) whose source has a
+    format of its own, or None when every file of the chunk is in the contract."""
+    gb = [i for i in files if i in sources and sources[i].format == "growthbook"]
+    seg = [i for i in files if i in sources and sources[i].format == "segment"]
+    if not gb and not seg:
+        return None
+    sql = lines
+    if gb:
+        sql = f"({growthbook_sql(sql, gb, {i: sources[i].unit_setting for i in gb})})"
+    if seg:
+        sql = f"({segment_sql(sql, seg)})"
+    return f"select * from {sql}"
 
 
 def growthbook_sql(lines: str, files: list[int], unit: dict[int, str]) -> str:
@@ -98,3 +137,54 @@ from fields f
 left join {MAPPING_TABLE} m on f.j is not null and m.sdk_key = f.k and m.variation is null
 left join {MAPPING_TABLE} lv on f.j is not null and lv.sdk_key = f.k and lv.variation = f.v
 """
+
+
+def segment_sql(lines: str, files: list[int]) -> str:
+    """SELECT (file_idx, line_number, line, pre_reason) of `lines` with the Segment / RudderStack
+    `track` calls of `files` rewritten: the source's exposure event (`Experiment Viewed`,
+    properties `experimentId`/`experiment_id` and `variationId`/`variation_id`) into an exposure,
+    its mapped track events into metric events; anything else is `unmapped_event`. `messageId` is
+    the idempotency key; the unit is `userId` (else `anonymousId`), or `anonymousId` by setting."""
+    key = _first("properties.experimentId", "properties.experiment_id")
+    variation = _first("properties.variationId", "properties.variation_id")
+    return f"""
+with parsed as (
+    select file_idx, line_number, line, pre_reason,
+        case when pre_reason is null and file_idx in ({", ".join(map(str, files))})
+             and json_valid(line) and left(ltrim(line), 1) = '{{' then line::json end as j
+    from {lines}
+), fields as (
+    select p.*, j->>'$.event' as event, coalesce(j->>'$.type', 'track') as call,
+        {key} as k, {variation} as v,
+        case when o.unit = 'anonymous_id' then coalesce(j->>'$.anonymousId', j->>'$.userId')
+             else coalesce(j->>'$.userId', j->>'$.anonymousId') end as unit,
+        coalesce(j->>'$.timestamp', j->>'$.originalTimestamp') as t, j->>'$.receivedAt' as received,
+        j->'$.context' as ctx, o.exposure_event
+    from parsed p left join {SOURCE_OPTIONS_TABLE} o on o.file_idx = p.file_idx
+), kinds as (
+    select f.*, m.metric, m.value_path,
+        case when f.j is null then null
+             when f.call = 'track' and f.event = f.exposure_event then 'exposure'
+             when f.call = 'track' and m.metric is not null then 'metric' end as kind
+    from fields f
+    left join {SOURCE_METRICS_TABLE} m on f.j is not null and m.file_idx = f.file_idx and m.event = f.event
+)
+select k.file_idx, k.line_number,
+    case when k.kind = 'exposure' then json_object(
+            'event_id', j->'$.messageId', 'event_type', 'exposure', 'ts', k.t, 'received_at', k.received,
+            'unit_id', k.unit, 'experiment_id', coalesce(mp.experiment_id, k.k),
+            'assignment', case when k.v is null then null
+                               else json_object(coalesce(mp.factor, 'variation'), coalesce(lv.level, k.v)) end,
+            'context', k.ctx)::varchar
+         when k.kind = 'metric' then json_object(
+            'event_id', j->'$.messageId', 'event_type', 'metric', 'ts', k.t, 'received_at', k.received,
+            'unit_id', k.unit, 'metric', k.metric,
+            'value', case when k.value_path is null then to_json(1) else json_extract(j, k.value_path) end,
+            'context', k.ctx)::varchar
+         else k.line end as line,
+    case when k.j is not null and k.kind is null then '{UNMAPPED_EVENT}' else k.pre_reason end as pre_reason
+from kinds k
+left join {MAPPING_TABLE} mp on k.kind = 'exposure' and mp.sdk_key = k.k and mp.variation is null
+left join {MAPPING_TABLE} lv on k.kind = 'exposure' and lv.sdk_key = k.k and lv.variation = k.v
+"""
+

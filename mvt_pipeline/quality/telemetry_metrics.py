@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
+from ..ingest.source_formats import UNMAPPED_EVENT
 from ..ingest.warehouse_schema import PII_KINDS
 from .rate_bounds import TOO_FEW, graded
 
@@ -255,15 +256,27 @@ def bot_share(conn, partition: str, t: Thresholds = Thresholds()) -> QualityMetr
 
 
 def quarantine_rate(conn, partition: str, t: Thresholds = Thresholds()) -> QualityMetric:
-    """Quarantined / read lines per source (from the manifest), with the top reasons and examples."""
-    rows = _rows(conn, """
-        select source, sum(rows_read)::bigint as rows_read, sum(rows_quarantined)::bigint as rows_quarantined,
-               sum(rows_quarantined) / nullif(sum(rows_read), 0)::double as quarantine_rate
-        from raw.ingest_log where dt = ?::date group by 1 order by 1""", [partition])
+    """Quarantined / read lines per source (from the manifest), with the top reasons and examples;
+    records an SDK source does not map (`unmapped_event`) are left out of both counts."""
+    # `unmapped_event` rows (an SDK source's page views, identifies, other track events) are kept but
+    # are not bad data: they count neither as read nor as quarantined here
+    rows = _rows(conn, f"""
+        with unmapped as (
+            select source, count(*) as n from raw.quarantine where dt = ?::date and reason = '{UNMAPPED_EVENT}'
+            group by 1
+        ), logged as (
+            select source, sum(rows_read)::bigint as rows_read, sum(rows_quarantined)::bigint as rows_quarantined
+            from raw.ingest_log where dt = ?::date group by 1
+        )
+        select l.source, l.rows_read - coalesce(u.n, 0) as rows_read,
+               l.rows_quarantined - coalesce(u.n, 0) as rows_quarantined, coalesce(u.n, 0)::bigint as unmapped_events,
+               (l.rows_quarantined - coalesce(u.n, 0)) / nullif(l.rows_read - coalesce(u.n, 0), 0)::double
+                   as quarantine_rate
+        from logged l left join unmapped u using (source) order by 1""", [partition, partition])
     read = sum(r["rows_read"] for r in rows)
     value = sum(r["rows_quarantined"] for r in rows) / read if read else None
-    reasons = dict(conn.execute("select reason, count(*) from raw.quarantine where dt = ?::date group by 1 "
-                                "order by 2 desc limit 10", [partition]).fetchall())
+    reasons = dict(conn.execute("select reason, count(*) from raw.quarantine where dt = ?::date and reason <> ? "
+                                "group by 1 order by 2 desc limit 10", [partition, UNMAPPED_EVENT]).fetchall())
     # every problem, not only the primary: lines with each code anywhere in `reasons`
     problems = dict(conn.execute("""select r, count(*) from (select unnest(coalesce(reasons, [reason])) as r
             from raw.quarantine where dt = ?::date) group by 1 order by 2 desc, 1 limit 20""", [partition]).fetchall())

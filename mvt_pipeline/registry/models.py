@@ -295,9 +295,22 @@ class OwnerRoute(_Strict):
 
 
 # The formats a dump folder may hold (`sources.yaml`); each is mapped to the contract at ingestion.
-SOURCE_FORMATS = ("contract", "growthbook")
-PLANNED_FORMATS = ("segment", "otel")  # named by the contract, not read yet: refused with that reason
+SOURCE_FORMATS = ("contract", "growthbook", "segment")
+PLANNED_FORMATS = ("otel",)  # named by the contract, not read yet: refused with that reason
 SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a folder under raw/
+
+
+PROPERTY_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_$-]{0,62}$"  # one property name (used as data in a JSON path)
+EVENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:/()&'-]{0,127}$"  # "Order Completed", "checkout:done"
+
+
+class SourceMetric(_Strict):
+    """A `track` event of a Segment-shaped source that is an outcome: its metric name and the
+    property that holds its value (absent: each event counts 1)."""
+
+    event: str = Field(pattern=EVENT_NAME_PATTERN)
+    metric: str = Field(pattern=NAME_PATTERN)
+    value: str | None = Field(default=None, pattern=PROPERTY_PATTERN)
 
 
 class Source(_Strict):
@@ -306,8 +319,29 @@ class Source(_Strict):
 
     name: str = Field(pattern=SOURCE_NAME_PATTERN)
     format: str = "contract"
-    # growthbook: the unit is the value the SDK hashed (`hashValue`), else the `userId`
-    unit: Literal["hash_value", "user_id"] = "hash_value"
+    # the unit: growthbook `hash_value` (what the SDK hashed, the default) or `user_id`; segment
+    # `user_id` (userId, else anonymousId: the default) or `anonymous_id`
+    unit: Literal["hash_value", "user_id", "anonymous_id"] | None = None
+    # segment: the track event that is an exposure, and the ones that are outcomes
+    exposure_event: str = Field(default="Experiment Viewed", pattern=EVENT_NAME_PATTERN)
+    metrics: list[SourceMetric] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _options_fit_the_format(self) -> "Source":
+        units = {"growthbook": ("hash_value", "user_id"), "segment": ("user_id", "anonymous_id")}
+        if self.unit is not None and self.unit not in units.get(self.format, ()):
+            raise ValueError(f"unit {self.unit!r} does not apply to format {self.format!r}"
+                             + (f" (one of {list(units[self.format])})" if self.format in units else ""))
+        if self.metrics and self.format != "segment":
+            raise ValueError(f"metrics: only a segment source maps track events to metrics, not {self.format!r}")
+        events = [m.event for m in self.metrics] + [self.exposure_event]
+        if len(set(events)) != len(events):
+            raise ValueError("each track event maps once (metrics[].event and exposure_event must differ)")
+        return self
+
+    @property
+    def unit_setting(self) -> str:
+        return self.unit or {"growthbook": "hash_value", "segment": "user_id"}.get(self.format, "user_id")
 
     @field_validator("format")
     @classmethod
