@@ -80,13 +80,13 @@ def test_the_unit_setting_picks_the_user_id(tmp_path):
 
 
 @pytest.mark.parametrize("sources, fragment", [
-    ([{"name": "x", "format": "otel"}], "format 'otel' is not read yet"),
-    ([{"name": "x", "format": "csv-ish"}], "is not one of ['contract', 'growthbook', 'segment']"),
+    ([{"name": "x", "format": "csv-ish"}], "is not one of ['contract', 'growthbook', 'segment', 'otel']"),
     ([{"name": "x", "format": "segment", "unit": "hash_value"}], "unit 'hash_value' does not apply to format 'segment'"),
     ([{"name": "x", "format": "growthbook", "metrics": [{"event": "Order Completed", "metric": "checkout"}]}],
-     "only a segment source maps track events"),
+     "only segment and otel sources map events, not 'growthbook'"),
+    ([{"name": "x", "format": "otel", "unit": "user_id"}], "unit 'user_id' does not apply to format 'otel'"),
     ([{"name": "x", "format": "segment", "metrics": [{"event": "A'; drop", "metric": "checkout"}]}], "metrics.0.event"),
-    ([{"name": "x", "format": "segment", "metrics": [{"event": "Done", "metric": "checkout", "value": "a.b"}]}],
+    ([{"name": "x", "format": "segment", "metrics": [{"event": "Done", "metric": "checkout", "value": "a..b"}]}],
      "metrics.0.value"),
     ([{"name": "x"}, {"name": "x"}], "sources listed more than once: ['x']"),
     ([{"name": "../up", "format": "growthbook"}], "sources[0]"),
@@ -156,3 +156,52 @@ def test_unmapped_segment_events_are_kept_but_not_counted_as_bad_data(tmp_path):
     metric = quarantine_rate(conn, DAY)
     assert metric.value == 0.0 and metric.status == OK
     assert metric.per_source[0]["unmapped_events"] == 30
+
+
+def _otlp(*records, service="checkout-svc") -> dict:
+    """One OTLP/JSON line as a Collector's file exporter writes it."""
+    return {"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                              "scopeLogs": [{"scope": {"name": "mvt.flags", "version": "0.1.0"},
+                                             "logRecords": list(records)}]}]}
+
+
+def _record(name, attrs, ns="1793613600000000000", name_as_attribute=False):
+    kv = [{"key": k, "value": ({"intValue": str(v)} if isinstance(v, int) else {"doubleValue": v}
+                               if isinstance(v, float) else {"stringValue": v})} for k, v in attrs.items()]
+    rec = {"timeUnixNano": ns, "observedTimeUnixNano": ns, "body": {}, "attributes": kv}
+    if name_as_attribute:  # older SDKs and Collectors: the name as an attribute
+        rec["attributes"].append({"key": "event.name", "value": {"stringValue": name}})
+    else:
+        rec["eventName"] = name
+    return rec
+
+
+def test_otel_feature_flag_events_map_to_exposures_one_row_per_record(tmp_path):
+    registry = _registry(tmp_path, [{"name": "otel_logs", "format": "otel", "metrics": [
+        {"event": "checkout.completed", "metric": "checkout", "value": "order.amount"}]}])
+    ev = {"feature_flag.key": "checkout-exp", "feature_flag.result.variant": "1", "feature_flag.context.id": "user-0",
+          "feature_flag.provider.name": "FlagdProvider"}
+    lines = [
+        _otlp(_record("feature_flag.evaluation", ev),
+              _record("feature_flag.evaluation", {**ev, "feature_flag.context.id": "user-1",
+                                                   "feature_flag.result.variant": "0"}, name_as_attribute=True)),
+        _otlp(_record("feature_flag.evaluation", {k: v for k, v in ev.items() if k != "feature_flag.result.variant"}
+                      | {"feature_flag.variant": "0", "feature_flag.context.id": "user-2"}),  # deprecated name
+              _record("checkout.completed", {"user.id": "user-0", "order.amount": 42.5}),
+              _record("page.view", {"user.id": "user-0"}),
+              _record("feature_flag.evaluation", {**ev, "feature_flag.result.variant": "9"})),
+        _otlp(),  # an empty batch
+        "{broken",
+    ]
+    conn, summary = _ingest(tmp_path, registry, lines, source="otel_logs")
+    assert (summary.rows_read, summary.rows_accepted, summary.rows_quarantined) == (8, 4, 4)  # records, not lines
+    events = conn.execute("select line_number, event_type, unit_id, assignment::varchar, metric, value, ts::varchar, "
+                          "context->>'otel_line', context->>'otel_record' from raw.events order by 1").fetchall()
+    assert events == [
+        (1, "exposure", "user-0", '{"layout":"one_page"}', None, None, "2026-11-02 10:00:00", "1", "1"),
+        (2, "exposure", "user-1", '{"layout":"control"}', None, None, "2026-11-02 10:00:00", "1", "2"),
+        (3, "exposure", "user-2", '{"layout":"control"}', None, None, "2026-11-02 10:00:00", "2", "1"),
+        (4, "metric", "user-0", None, "checkout", 42.5, "2026-11-02 10:00:00", "2", "2"),
+    ]
+    got = dict(conn.execute("select line_number, reasons from raw.quarantine order by 1").fetchall())
+    assert got == {5: ["unmapped_event"], 6: ["unknown_level"], 7: ["no_log_records"], 8: ["malformed_json"]}

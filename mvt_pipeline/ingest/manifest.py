@@ -97,7 +97,7 @@ def rules_fingerprint(registry: Registry) -> str:
 
     text = RULES_VERSION + "\n" + "\n".join("|".join(x) for x in registry_levels(registry))
     formats = [s.model_dump_json() for s in registry.sources]
-    mapped = any(f.sdk_key or f.variations for e in registry.experiments for f in e.factors)
+    mapped = bool(registry.sources) or any(f.sdk_key or f.variations for e in registry.experiments for f in e.factors)
     keys = ["|".join("" if x is None else x for x in r) for r in sdk_key_rows(registry)] if mapped else []
     if formats or keys:
         text += "\nsources\n" + "\n".join(formats) + "\nsdk keys\n" + "\n".join(keys)

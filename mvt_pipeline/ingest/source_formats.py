@@ -17,6 +17,8 @@ variation key is the level).
 
 from __future__ import annotations
 
+import collections
+
 import duckdb
 
 from ..registry import Registry
@@ -27,6 +29,7 @@ MAPPING_TABLE = "_ingest_sdk_keys"
 SOURCE_METRICS_TABLE = "_ingest_source_metrics"  # (file_idx, event, metric, value property) of segment files
 SOURCE_OPTIONS_TABLE = "_ingest_source_options"  # (file_idx, exposure_event, unit) of segment files
 NOT_IN_EXPERIMENT = "not_in_experiment"
+NO_LOG_RECORDS = "no_log_records"  # an OTLP/JSON line whose batch holds no log record
 # A Segment record that is neither the exposure event nor a mapped metric (page, identify, other
 # track events): kept as a quarantine row (nothing is dropped silently), not counted as bad data.
 UNMAPPED_EVENT = "unmapped_event"
@@ -41,8 +44,12 @@ def sdk_key_rows(registry: Registry) -> list[tuple[str, str, str, str | None, st
     """(sdk key, experiment id, factor, variation, level) rows: one per mapped variation, and one
     with variation NULL per key (the experiment and factor of any variation)."""
     rows = []
+    # an OpenFeature / flagd exposure names the flag: a factor's `flag_key` is its SDK key unless it
+    # sets `sdk_key` (used only when no other factor shares the flag, else it would be ambiguous)
+    flags = collections.Counter(f.flag_key for e in registry.experiments for f in e.factors if f.flag_key)
     for e in registry.experiments:
-        keyed = [(f.sdk_key, f) for f in e.factors if f.sdk_key]
+        keyed = [(f.sdk_key or f.flag_key, f) for f in e.factors
+                 if f.sdk_key or (f.flag_key and flags[f.flag_key] == 1)]
         if not keyed and len(e.factors) == 1:
             keyed = [(e.id, e.factors[0])]  # the SDK key is the experiment id
         for key, f in keyed:
@@ -61,16 +68,24 @@ def create_mapping(conn: duckdb.DuckDBPyConnection, registry: Registry, sources:
         conn.executemany(f"insert into {MAPPING_TABLE} values (?, ?, ?, ?, ?)", rows)
     conn.execute(f"create or replace temp table {SOURCE_METRICS_TABLE} (file_idx integer, event varchar, "
                  "metric varchar, value_path varchar)")
-    metrics = [(i, m.event, m.metric, None if m.value is None else f"$.properties.{m.value}")
-               for i, src in (sources or {}).items() if src.format == "segment" for m in src.metrics]
+    metrics = [(i, m.event, m.metric, None if m.value is None else _value_ref(src.format, m.value))
+               for i, src in (sources or {}).items() if src.format in ("segment", "otel") for m in src.metrics]
     if metrics:
         conn.executemany(f"insert into {SOURCE_METRICS_TABLE} values (?, ?, ?, ?)", metrics)
     conn.execute(f"create or replace temp table {SOURCE_OPTIONS_TABLE} (file_idx integer, exposure_event varchar, "
                  "unit varchar)")
-    options = [(i, src.exposure_event, src.unit_setting) for i, src in (sources or {}).items()
-               if src.format == "segment"]
+    options = [(i, src.exposure_event_name, src.unit_setting) for i, src in (sources or {}).items()
+               if src.format in ("segment", "otel")]
     if options:
         conn.executemany(f"insert into {SOURCE_OPTIONS_TABLE} values (?, ?, ?)", options)
+
+
+def _value_ref(fmt: str, value: str) -> str:
+    """Where a metric's value is: a JSON path into a Segment record's `properties` (each part
+    quoted: the pattern allows no quote), or an OpenTelemetry attribute key."""
+    if fmt == "otel":
+        return value
+    return "$.properties." + ".".join(f'"{part}"' for part in value.split("."))
 
 
 def drop_mapping(conn: duckdb.DuckDBPyConnection) -> None:
@@ -83,13 +98,16 @@ def mapped_sql(lines: str, sources: dict[int, Source], files: list[int]) -> str 
     format of its own, or None when every file of the chunk is in the contract."""
     gb = [i for i in files if i in sources and sources[i].format == "growthbook"]
     seg = [i for i in files if i in sources and sources[i].format == "segment"]
-    if not gb and not seg:
+    otel = [i for i in files if i in sources and sources[i].format == "otel"]
+    if not gb and not seg and not otel:
         return None
     sql = lines
     if gb:
         sql = f"({growthbook_sql(sql, gb, {i: sources[i].unit_setting for i in gb})})"
     if seg:
         sql = f"({segment_sql(sql, seg)})"
+    if otel:
+        sql = f"({otel_sql(sql, otel)})"
     return f"select * from {sql}"
 
 
@@ -188,3 +206,91 @@ left join {MAPPING_TABLE} mp on k.kind = 'exposure' and mp.sdk_key = k.k and mp.
 left join {MAPPING_TABLE} lv on k.kind = 'exposure' and lv.sdk_key = k.k and lv.variation = k.v
 """
 
+
+
+def _attr(name: str) -> str:
+    """The AnyValue text of the log record attribute `name` (a constant of this module)."""
+    return (f"(select coalesce(a->'$.value'->>'stringValue', a->'$.value'->>'intValue', "
+            f"a->'$.value'->>'doubleValue', a->'$.value'->>'boolValue') "
+            f"from (select unnest(attrs) as a) where a->>'key' = '{name}' limit 1)")
+
+
+def otel_sql(lines: str, files: list[int]) -> str:
+    """SELECT (file_idx, line_number, line, pre_reason) of `lines` with the OTLP/JSON lines of
+    `files` (as an OpenTelemetry Collector's file exporter writes them: `resourceLogs` /
+    `scopeLogs` / `logRecords`) expanded into one row per log record: `feature_flag.evaluation`
+    events (OpenTelemetry's feature-flag semantic conventions, which OpenFeature follows; the
+    deprecated attribute names too) become exposures, mapped event names metric events, others
+    `unmapped_event`. In these files `line_number` is the record's number in the file (records in
+    file order, a line without records counting one); the physical line and the record's place in
+    it are kept in `context` (`otel_line`, `otel_record`)."""
+    variant = ("coalesce(" + _attr("feature_flag.result.variant") + ", " + _attr("feature_flag.variant") + ", "
+               "case when left(" + _attr("feature_flag.result.value") + ", 1) = '\"' then json_extract_string("
+               + _attr("feature_flag.result.value") + ", '$') else " + _attr("feature_flag.result.value") + " end)")
+    return f"""
+with parsed as (
+    select file_idx, line_number, line, pre_reason,
+        case when pre_reason is null and line_number is not null and file_idx in ({", ".join(map(str, files))})
+             and json_valid(line) and left(ltrim(line), 1) = '{{' then line::json end as j
+    from {lines}
+), batched as (
+    select *, case when j is not null then json_extract(j, '$.resourceLogs[*].scopeLogs[*].logRecords[*]') end as recs
+    from parsed
+), records as (
+    select file_idx, line_number, line, pre_reason, j, unnest(recs) as rec, unnest(range(1, len(recs) + 1)) as rec_idx
+    from batched where len(recs) > 0
+    union all
+    select file_idx, line_number, line,
+        case when j is not null then '{NO_LOG_RECORDS}' else pre_reason end, j, null, 0
+    from batched where recs is null or len(recs) = 0
+), fields as (
+    select r.*, json_extract(r.rec, '$.attributes[*]') as attrs from records r
+), events as (
+    select f.*, o.exposure_event,
+        coalesce(f.rec->>'eventName', {_attr("event.name")}) as name,
+        {_attr("feature_flag.key")} as k, {variant} as v,
+        coalesce({_attr("feature_flag.context.id")}, {_attr("user.id")}) as unit,
+        nullif(coalesce(nullif(f.rec->>'timeUnixNano', '0'), f.rec->>'observedTimeUnixNano'), '0') as ns,
+        {_attr("feature_flag.provider.name")} as provider, {_attr("feature_flag.set.id")} as set_id,
+        {_attr("feature_flag.version")} as flag_version,
+        coalesce({_attr("feature_flag.result.reason")}, {_attr("feature_flag.evaluation.reason")}) as eval_reason
+    from fields f left join {SOURCE_OPTIONS_TABLE} o on o.file_idx = f.file_idx
+), kinds as (
+    select e.*, m.metric, m.value_path as value_key,
+        strftime(make_timestamp((try_cast(e.ns as hugeint) // 1000)::bigint), '%Y-%m-%dT%H:%M:%S.%fZ') as t,
+        case when e.rec is null then null
+             when e.name = e.exposure_event then 'exposure'
+             when m.metric is not null then 'metric' end as kind
+    from events e
+    left join {SOURCE_METRICS_TABLE} m on e.rec is not null and m.file_idx = e.file_idx and m.event = e.name
+), numbered as (
+    select *, case when line_number is null then null
+                   else row_number() over (partition by file_idx, line_number is null order by line_number, rec_idx) end
+              as record_number
+    from kinds
+)
+select n.file_idx,
+    case when n.file_idx in ({", ".join(map(str, files))}) then n.record_number else n.line_number end as line_number,
+    case when n.kind = 'exposure' then json_object(
+            'event_id', 'otel-' || md5(concat_ws(chr(31), n.unit, n.k, n.v, n.ns)), 'event_type', 'exposure',
+            'ts', n.t, 'unit_id', n.unit, 'experiment_id', coalesce(mp.experiment_id, n.k),
+            'assignment', case when n.v is null then null
+                               else json_object(coalesce(mp.factor, 'variation'), coalesce(lv.level, n.v)) end,
+            'context', json_object('otel_line', n.line_number, 'otel_record', n.rec_idx, 'flag_key', n.k,
+                                   'variant', n.v, 'provider', n.provider, 'set_id', n.set_id,
+                                   'flag_version', n.flag_version, 'reason', n.eval_reason))::varchar
+         when n.kind = 'metric' then json_object(
+            'event_id', 'otel-' || md5(concat_ws(chr(31), n.unit, n.name, n.ns, n.rec::varchar)), 'event_type', 'metric',
+            'ts', n.t, 'unit_id', n.unit, 'metric', n.metric,
+            'value', case when n.value_key is null then to_json(1)
+                          else (select coalesce(a->'$.value'->'doubleValue', try_cast(a->'$.value'->>'intValue' as double)::json,
+                                                a->'$.value'->'stringValue')
+                                from (select unnest(n.attrs) as a) where a->>'key' = n.value_key limit 1) end,
+            'context', json_object('otel_line', n.line_number, 'otel_record', n.rec_idx))::varchar
+         when n.rec is not null then n.rec::varchar
+         else n.line end as line,
+    case when n.rec is not null and n.kind is null then '{UNMAPPED_EVENT}' else n.pre_reason end as pre_reason
+from numbered n
+left join {MAPPING_TABLE} mp on n.kind = 'exposure' and mp.sdk_key = n.k and mp.variation is null
+left join {MAPPING_TABLE} lv on n.kind = 'exposure' and lv.sdk_key = n.k and lv.variation = n.v
+"""

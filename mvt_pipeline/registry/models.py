@@ -295,18 +295,21 @@ class OwnerRoute(_Strict):
 
 
 # The formats a dump folder may hold (`sources.yaml`); each is mapped to the contract at ingestion.
-SOURCE_FORMATS = ("contract", "growthbook", "segment")
-PLANNED_FORMATS = ("otel",)  # named by the contract, not read yet: refused with that reason
+SOURCE_FORMATS = ("contract", "growthbook", "segment", "otel")
+PLANNED_FORMATS: tuple[str, ...] = ()  # named by the contract, not read yet: refused with that reason
 SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a folder under raw/
 
 
-PROPERTY_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_$-]{0,62}$"  # one property name (used as data in a JSON path)
+# A property (segment: `revenue`, `order.total` for a nested one) or an attribute key (otel:
+# `order.amount`); never holds a quote, so it can be quoted into a JSON path.
+PROPERTY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}(\.[A-Za-z_][A-Za-z0-9_-]{0,62}){0,7}$"
 EVENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:/()&'-]{0,127}$"  # "Order Completed", "checkout:done"
 
 
 class SourceMetric(_Strict):
-    """A `track` event of a Segment-shaped source that is an outcome: its metric name and the
-    property that holds its value (absent: each event counts 1)."""
+    """An event of an SDK source that is an outcome (a Segment `track` event, an OpenTelemetry log
+    event name): its metric name and the property / attribute holding its value (absent: each
+    event counts 1)."""
 
     event: str = Field(pattern=EVENT_NAME_PATTERN)
     metric: str = Field(pattern=NAME_PATTERN)
@@ -320,28 +323,36 @@ class Source(_Strict):
     name: str = Field(pattern=SOURCE_NAME_PATTERN)
     format: str = "contract"
     # the unit: growthbook `hash_value` (what the SDK hashed, the default) or `user_id`; segment
-    # `user_id` (userId, else anonymousId: the default) or `anonymous_id`
-    unit: Literal["hash_value", "user_id", "anonymous_id"] | None = None
-    # segment: the track event that is an exposure, and the ones that are outcomes
-    exposure_event: str = Field(default="Experiment Viewed", pattern=EVENT_NAME_PATTERN)
+    # `user_id` (userId, else anonymousId: the default) or `anonymous_id`; otel `context_id`
+    # (the `feature_flag.context.id` attribute, else `user.id`)
+    unit: Literal["hash_value", "user_id", "anonymous_id", "context_id"] | None = None
+    # segment / otel: the event that is an exposure (default `Experiment Viewed` /
+    # `feature_flag.evaluation`), and the ones that are outcomes
+    exposure_event: str | None = Field(default=None, pattern=EVENT_NAME_PATTERN)
     metrics: list[SourceMetric] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _options_fit_the_format(self) -> "Source":
-        units = {"growthbook": ("hash_value", "user_id"), "segment": ("user_id", "anonymous_id")}
+        units = {"growthbook": ("hash_value", "user_id"), "segment": ("user_id", "anonymous_id"),
+                 "otel": ("context_id",)}
         if self.unit is not None and self.unit not in units.get(self.format, ()):
             raise ValueError(f"unit {self.unit!r} does not apply to format {self.format!r}"
                              + (f" (one of {list(units[self.format])})" if self.format in units else ""))
-        if self.metrics and self.format != "segment":
-            raise ValueError(f"metrics: only a segment source maps track events to metrics, not {self.format!r}")
-        events = [m.event for m in self.metrics] + [self.exposure_event]
+        if (self.metrics or self.exposure_event) and self.format not in ("segment", "otel"):
+            raise ValueError(f"metrics / exposure_event: only segment and otel sources map events, not {self.format!r}")
+        events = [m.event for m in self.metrics] + [self.exposure_event_name]
         if len(set(events)) != len(events):
             raise ValueError("each track event maps once (metrics[].event and exposure_event must differ)")
         return self
 
     @property
     def unit_setting(self) -> str:
-        return self.unit or {"growthbook": "hash_value", "segment": "user_id"}.get(self.format, "user_id")
+        return self.unit or {"growthbook": "hash_value", "segment": "user_id", "otel": "context_id"}.get(
+            self.format, "user_id")
+
+    @property
+    def exposure_event_name(self) -> str:
+        return self.exposure_event or ("feature_flag.evaluation" if self.format == "otel" else "Experiment Viewed")
 
     @field_validator("format")
     @classmethod
