@@ -76,7 +76,8 @@ def _cmd_validate_dump(args) -> int:
     registry_dir = Path(args.registry) if args.registry else settings().registry_dir
     try:
         registry = load_registry(registry_dir)
-        report = validate_dump([Path(p) for p in args.paths], registry, examples_per_reason=args.examples)
+        report = validate_dump([Path(p) for p in args.paths], registry, examples_per_reason=args.examples,
+                               source_format=args.format)
     except (DumpCheckError, RegistryError) as exc:
         print(f"mvt validate-dump: {exc}", file=sys.stderr)
         return 2
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="dump files (.jsonl[.gz], .ndjson[.gz], .csv[.gz], "
                                                             ".parquet) or folders holding them")
     p.add_argument("--registry", metavar="DIR", help="the registry folder (default: MVT_DATA_DIR/registry)")
+    p.add_argument("--format", default="contract", choices=["contract", "growthbook", "segment", "otel"],
+                   help="what the SDK writes (as in sources.yaml; default: the project's contract)")
     p.add_argument("--examples", type=int, default=3, help="examples shown per reason (default 3)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=_cmd_validate_dump)

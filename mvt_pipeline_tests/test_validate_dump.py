@@ -70,3 +70,13 @@ def test_links_and_empty_folders_are_refused_clearly(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = _run(capsys, tmp_path / "empty")
     assert code == 2 and "no dump file" in err
+
+
+def test_an_sdk_format_is_checked_as_its_source_would_be(tmp_path, capsys):
+    gb = {"experimentId": "pricing_abn", "variationId": "discount", "hashValue": "u1",
+          "timestamp": "2026-11-02T10:00:00Z"}
+    sample = _write(tmp_path / "gb.jsonl", [gb, {**gb, "variationId": "nope"}])
+    code, out, _ = _run(capsys, sample, "--format", "growthbook")
+    assert code == 1 and "2 lines: 1 accepted, 1 quarantined" in out and "unknown_level" in out
+    code, out, _ = _run(capsys, sample)  # the same lines as the contract: nothing fits
+    assert code == 1 and "0 accepted, 2 quarantined" in out

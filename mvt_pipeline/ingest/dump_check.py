@@ -23,6 +23,7 @@ import duckdb
 
 from ..config import settings
 from ..registry import Registry
+from ..registry.models import Source
 from ..safe_files import open_regular_fd
 from .contract_schema import telemetry_schema
 from .file_readers import ALL_SUFFIXES
@@ -92,10 +93,18 @@ def _schema_errors(raw: str | None, limit: int = 3) -> list[str]:
             for e in errors[:limit]]
 
 
-def validate_dump(paths: list[Path], registry: Registry, examples_per_reason: int = 3) -> DumpReport:
-    """Ingest the dump files of `paths` as one day of one source and report what a night would do."""
+def validate_dump(paths: list[Path], registry: Registry, examples_per_reason: int = 3,
+                  source_format: str = "contract") -> DumpReport:
+    """Ingest the dump files of `paths` as one day of one source in `source_format` (a format of
+    `sources.yaml`) and report what a night would do."""
     from ..quality.telemetry_metrics import loss_rate
 
+    if source_format != "contract":
+        try:
+            source = Source(name=SOURCE, format=source_format)
+        except ValueError as exc:
+            raise DumpCheckError(f"--format {source_format!r}: {exc}") from None
+        registry = registry.model_copy(update={"sources": [source]})
     files = dump_files(paths)
     day = dt.datetime.now(dt.timezone.utc).date().isoformat()
     with tempfile.TemporaryDirectory(prefix="mvt-validate-dump-") as tmp:

@@ -47,12 +47,17 @@ def sdk_key_rows(registry: Registry) -> list[tuple[str, str, str, str | None, st
     # an OpenFeature / flagd exposure names the flag: a factor's `flag_key` is its SDK key unless it
     # sets `sdk_key` (used only when no other factor shares the flag, else it would be ambiguous)
     flags = collections.Counter(f.flag_key for e in registry.experiments for f in e.factors if f.flag_key)
+    explicit = {f.sdk_key for e in registry.experiments for f in e.factors if f.sdk_key}
+    taken: set[str] = set()
     for e in registry.experiments:
         keyed = [(f.sdk_key or f.flag_key, f) for f in e.factors
-                 if f.sdk_key or (f.flag_key and flags[f.flag_key] == 1)]
-        if not keyed and len(e.factors) == 1:
-            keyed = [(e.id, e.factors[0])]  # the SDK key is the experiment id
+                 if f.sdk_key or (f.flag_key and flags[f.flag_key] == 1 and f.flag_key not in explicit)]
+        if len(e.factors) == 1 and e.id not in explicit and e.id not in {k for k, _f in keyed}:
+            keyed.append((e.id, e.factors[0]))  # a one-factor experiment: its id is an SDK key too
         for key, f in keyed:
+            if key in taken:  # the first owner keeps a key (explicit sdk_keys are unique: registry)
+                continue
+            taken.add(key)
             rows.append((key, e.id, f.name, None, None))
             rows += [(key, e.id, f.name, variation, level) for variation, level in (f.variations or {}).items()]
     return sorted(rows, key=lambda r: tuple("" if x is None else x for x in r))
