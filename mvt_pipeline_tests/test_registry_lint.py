@@ -205,3 +205,28 @@ def test_order_is_deterministic_and_documented(tmp_path):
 def test_cross_rules_still_run_on_an_experiment_missing_its_owner(tmp_path):
     frame = _lint(tmp_path, [_exp("alpha", "flag-a", owner=""), _exp("beta", "flag-a", layer="q")])
     assert _rules(frame) == {("ERROR", "missing_owner", "alpha"), ("ERROR", "overlap_without_orthogonality", "alpha")}
+
+
+@pytest.mark.parametrize("bucket, correlated", [
+    ([{"var": "targetingKey"}], True),                                        # every flag: the same buckets
+    ([{"cat": [{"var": "$flagd.flagKey"}, {"var": "targetingKey"}]}], False),  # salted with the flag key
+    ([], False),                                                              # flagd's default: salted
+])
+def test_factors_served_by_identically_bucketed_flags_are_an_error(tmp_path, bucket, correlated):
+    import dataclasses
+
+    targeting = {"fractional": [*bucket, ["a", 50], ["b", 50]]}
+    flags = [dataclasses.replace(_flag(k, ["a", "b"]), targeting=targeting) for k in ("flag-a", "flag-b")]
+    factors = [{"name": "f", "levels": ["a", "b"], "control": "a", "flag_key": "flag-a"},
+               {"name": "g", "levels": ["a", "b"], "control": "a", "flag_key": "flag-b"}]
+    frame = _lint(tmp_path, [_exp("two_factors", factors=factors)], flags=flags)
+    rows = frame[frame["rule"] == "correlated_flag_buckets"]
+    assert _rules(rows) == ({("ERROR", "correlated_flag_buckets", "two_factors")} if correlated else set())
+    if correlated:
+        assert "'flag-a'" in rows["detail"].iloc[0] and "$flagd.flagKey" in rows["detail"].iloc[0]
+
+
+def test_the_sample_flags_serve_independent_factors():
+    """The project's own flag files once bucketed every checkout flag by targetingKey alone."""
+    frame = lint_registry_dir(SAMPLE_DATA / "registry", load_flag_files(SAMPLE_DATA / "flags"), TODAY)
+    assert "correlated_flag_buckets" not in set(frame["rule"])

@@ -26,6 +26,11 @@ Rules, in report order (`RULES`); severity ERROR means results from the registry
 - `past_end_running` (WARN): status `running` and `end_date` before `today`.
 - `factor_without_flag` (WARN): a draft/running factor with no `flag_key`, or one that no flag file
   defines (the stale-flag audit reports the latter as `missing` too).
+- `correlated_flag_buckets` (ERROR): two factors of one draft/running experiment served by flags whose
+  `fractional` targeting buckets units by the same explicit expression without the flag key (e.g.
+  `{"var": "targetingKey"}` alone): each unit lands in the same bucket position for every flag, so
+  the factors are served correlated and the factorial cannot separate them. flagd's default (no
+  bucket expression) salts with the flag key.
 
 Flag-dependent rules skip stopped/concluded experiments: their flags may legitimately be gone or
 trimmed. Output is sorted by severity, rule order, experiment id and detail, so re-runs match.
@@ -34,6 +39,7 @@ trimmed. Output is sorted by severity, rule order, experiment id and detail, so 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -48,7 +54,8 @@ from .models import Experiment, Metric, Registry
 LINT_COLUMNS = ["severity", "rule", "experiment_id", "detail"]
 RULES = (
     "invalid_registry", "duplicate_id", "unknown_metric", "missing_control", "missing_owner", "missing_hypothesis",
-    "level_not_in_flag_variants", "overlap_without_orthogonality", "past_end_running", "factor_without_flag",
+    "level_not_in_flag_variants", "correlated_flag_buckets", "overlap_without_orthogonality", "past_end_running",
+    "factor_without_flag",
 )
 SEVERITIES = ("ERROR", "WARN")
 PLACEHOLDERS = {"", "tbd", "todo", "n/a", "na", "none", "null", "-", "?", "unknown", "xxx"}
@@ -185,6 +192,43 @@ def _flag_rows(where: str, exp: Experiment, flags_by_key: dict[str, FlagDefiniti
     return rows
 
 
+def _bucket_keys(node: Any, depth: int = 0) -> set[str]:
+    """The explicit bucketing expressions (as canonical JSON) of every `fractional` in a targeting
+    rule; flagd's default bucketing (no expression) salts with the flag key and is left out."""
+    found: set[str] = set()
+    if depth > 64:
+        return found
+    if isinstance(node, dict):
+        for op, args in node.items():
+            if op == "fractional" and isinstance(args, list) and args and isinstance(args[0], dict):
+                text = json.dumps(args[0], sort_keys=True)
+                if "$flagd.flagKey" not in text:
+                    found.add(text)
+            found |= _bucket_keys(args, depth + 1)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _bucket_keys(item, depth + 1)
+    return found
+
+
+def _bucket_rows(where: str, exp: Experiment, flags_by_key: dict[str, FlagDefinition]) -> list[dict]:
+    served = [(f, flags_by_key[f.flag_key]) for f in exp.factors if f.flag_key in flags_by_key]
+    rows = []
+    for i, (fa, flag_a) in enumerate(served):
+        for fb, flag_b in served[i + 1:]:
+            if flag_a.key == flag_b.key:
+                continue
+            shared = sorted(_bucket_keys(flag_a.targeting) & _bucket_keys(flag_b.targeting))
+            if shared:
+                rows.append(_row("ERROR", "correlated_flag_buckets", exp.id,
+                                 f"{where}: factors {fa.name!r} and {fb.name!r} are served by flags {flag_a.key!r} and "
+                                 f"{flag_b.key!r}, which bucket units by the same {shared[0]} without the flag key: "
+                                 "every unit gets the same bucket in both, so the factors are served correlated; "
+                                 "bucket by {\"cat\": [{\"var\": \"$flagd.flagKey\"}, {\"var\": \"targetingKey\"}]} "
+                                 "(or give no bucketing expression: flagd's default)"))
+    return rows
+
+
 def _frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=LINT_COLUMNS).drop_duplicates(ignore_index=True)
     frame["_s"] = frame["severity"].map(SEVERITIES.index)
@@ -253,6 +297,7 @@ def lint_raw_registry(
                              f"set stopped/concluded or extend end_date"))
         if exp.status in LIVE_STATUSES and flags is not None:
             rows += _flag_rows(where, exp, flags_by_key)
+            rows += _bucket_rows(where, exp, flags_by_key)
     rows += _overlap_rows([(w, e) for w, e in valid if e.status == "running"])
     if not any(r["severity"] == "ERROR" for r in rows) and raw_metrics is not None:
         try:  # safety net: whatever else the full model rejects must not pass the lint
