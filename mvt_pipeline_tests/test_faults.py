@@ -23,7 +23,7 @@ from mvt_pipeline.ingest.dump_folders import dump_days
 
 from .conftest import SAMPLE_FLAGS, SAMPLE_REGISTRY
 from .faults import (RUN_TIMEOUT, STAGES, Workspace, alive, checksums, hold_lock, hold_reader, kill_at_stage,
-                     report_files, step_events)
+                     report_files, step_events, stop)
 from .pipeline_runner import generate
 
 
@@ -150,8 +150,7 @@ def test_a_reader_holding_the_warehouse(base, reference, tmp_path):
         assert proc.returncode != 0
         assert f"the warehouse is opened by another process (pid {reader.pid}) — DuckDB allows one writer" in out, out[-3000:]
     finally:
-        reader.kill()
-        reader.wait(RUN_TIMEOUT)
+        stop(reader)
     reader = hold_reader(ws.db, RUN_TIMEOUT)
     night = ws.start(NIGHT(days), MVT_LOCK_WAIT_SECONDS="120")
     try:  # closed while the night waits for it: the night then runs
@@ -165,9 +164,7 @@ def test_a_reader_holding_the_warehouse(base, reference, tmp_path):
         out, _ = night.communicate(timeout=RUN_TIMEOUT)
         _ok((night.returncode, "".join(lines) + out))
     finally:
-        for proc in (reader, night):
-            proc.kill()
-            proc.wait(RUN_TIMEOUT)
+        stop(reader, night)
     _assert_same_warehouse(ws, reference)
 
 
@@ -187,10 +184,7 @@ def test_sigterm_ends_a_night_waiting_for_the_warehouse(base, tmp_path):
         waiting.communicate(timeout=30)  # promptly (on a loaded machine too): not waiting out the lock
         assert waiting.returncode != 0
     finally:
-        for proc in (holder, waiting):
-            if proc is not None:
-                proc.kill()
-                proc.wait(RUN_TIMEOUT)
+        stop(holder, waiting)
     (run,) = [r for r in ws.instance().get_runs() if r.status != dg.DagsterRunStatus.SUCCESS]
     assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 

@@ -20,7 +20,7 @@ import yaml
 from mvt_pipeline import run_guard
 from mvt_pipeline.run_guard import WarehouseBusy, WriterLock
 
-from .faults import hold_lock, hold_reader
+from .faults import hold_lock, hold_reader, stop
 
 TIMEOUT = 60
 
@@ -60,8 +60,7 @@ def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
         lock.acquire("run-b", wait_s=10)
         lock.release()
     finally:
-        proc.kill()
-        proc.wait(TIMEOUT)
+        stop(proc, timeout=TIMEOUT)
 
 
 def test_sigterm_ends_a_run_waiting_for_the_lock_promptly(tmp_path):
@@ -83,10 +82,7 @@ def test_sigterm_ends_a_run_waiting_for_the_lock_promptly(tmp_path):
         assert waiter.returncode != 0
         assert "RunInterrupted: SIGTERM received while waiting for the warehouse" in waiter.stderr.read()
     finally:
-        for proc in (holder, waiter):
-            if proc is not None:
-                proc.kill()
-                proc.wait(TIMEOUT)
+        stop(holder, waiter, timeout=TIMEOUT)
 
 
 def test_sigterm_swallowed_by_a_log_handler_still_ends_the_wait(tmp_path):
@@ -117,10 +113,7 @@ def test_sigterm_swallowed_by_a_log_handler_still_ends_the_wait(tmp_path):
         assert "swallowed RunInterrupted" in waiter.stdout.read()
         assert "RunInterrupted: SIGTERM received while waiting for the warehouse" in waiter.stderr.read()
     finally:
-        for proc in (holder, waiter):
-            if proc is not None:
-                proc.kill()
-                proc.wait(TIMEOUT)
+        stop(holder, waiter, timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -137,8 +130,7 @@ def _reader(db: str, seconds: float):
     try:
         yield reader
     finally:
-        reader.kill()
-        reader.wait(TIMEOUT)
+        stop(reader, timeout=TIMEOUT)
 
 
 def test_writer_waits_for_a_reader_then_connects(db):

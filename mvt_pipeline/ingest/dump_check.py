@@ -11,6 +11,7 @@ reason with every problem of the line and what the published JSON Schema
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -79,16 +80,21 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfileobj(fin, fout, 1 << 20)
 
 
-def _schema_errors(raw: str | None, limit: int = 3) -> list[str]:
-    """What the JSON Schema says of a quarantined line (empty when it is not a JSON object)."""
+@functools.cache
+def _validator():
+    """The published schema's validator, built once (it is the same for every example)."""
     import jsonschema
 
+    return jsonschema.Draft202012Validator(telemetry_schema())
+
+
+def _schema_errors(raw: str | None, limit: int = 3) -> list[str]:
+    """What the JSON Schema says of a quarantined line (empty when it is not a JSON object)."""
     try:
         line = json.loads(raw or "")
     except ValueError:
         return []
-    validator = jsonschema.Draft202012Validator(telemetry_schema())
-    errors = sorted(validator.iter_errors(line), key=lambda e: (list(e.absolute_path), e.message))
+    errors = sorted(_validator().iter_errors(line), key=lambda e: (list(e.absolute_path), e.message))
     return [(f"{'/'.join(map(str, e.absolute_path))}: " if e.absolute_path else "") + e.message
             for e in errors[:limit]]
 

@@ -116,6 +116,28 @@ def mapped_sql(lines: str, sources: dict[int, Source], files: list[int]) -> str 
     return f"select * from {sql}"
 
 
+def _parsed_sql(lines: str, files: list[int]) -> str:
+    """The rows of `lines` with `j`: the line as JSON for a JSON-object physical line of `files`
+    still to judge (no `pre_reason`), NULL for every other row (which passes through unchanged)."""
+    return f"""select file_idx, line_number, line, pre_reason,
+        case when pre_reason is null and line_number is not null and file_idx in ({", ".join(map(str, files))})
+             and json_valid(line) and left(ltrim(line), 1) = '{{' then line::json end as j
+    from {lines}"""
+
+
+def _exposure_members_sql(key: str, variation: str) -> str:
+    """The `experiment_id` and `assignment` members of a mapped exposure, from the SDK key and
+    variation through the registry's SDK keys (`mp`, `lv` of `_mapping_joins_sql`)."""
+    return (f"'experiment_id', coalesce(mp.experiment_id, {key}), 'assignment', case when {variation} is null "
+            f"then null else json_object(coalesce(mp.factor, 'variation'), coalesce(lv.level, {variation})) end")
+
+
+def _mapping_joins_sql(exposure: str, key: str, variation: str) -> str:
+    """The joins of `_exposure_members_sql`: the key's experiment and factor, and the variation's level."""
+    return (f"left join {MAPPING_TABLE} mp on {exposure} and mp.sdk_key = {key} and mp.variation is null\n"
+            f"left join {MAPPING_TABLE} lv on {exposure} and lv.sdk_key = {key} and lv.variation = {variation}")
+
+
 def growthbook_sql(lines: str, files: list[int], unit: dict[int, str]) -> str:
     """SELECT (file_idx, line_number, line, pre_reason) of `lines` with the lines of `files` (file
     indexes) rewritten from GrowthBook's tracking shape into contract exposures. `unit[file_idx]`
@@ -129,10 +151,7 @@ def growthbook_sql(lines: str, files: list[int], unit: dict[int, str]) -> str:
     in_experiment = _first("inExperiment", "in_experiment")
     return f"""
 with parsed as (
-    select file_idx, line_number, line, pre_reason,
-        case when pre_reason is null and file_idx in ({", ".join(map(str, files)) or "null"})
-             and json_valid(line) and left(ltrim(line), 1) = '{{' then line::json end as j
-    from {lines}
+    {_parsed_sql(lines, files)}
 ), fields as (
     select *, {key} as k, {variation} as v, {ts} as t, {in_experiment} as in_exp,
         case when list_contains({by_hash}, file_idx::varchar) then coalesce({hashed}, {user})
@@ -149,16 +168,13 @@ select f.file_idx, f.line_number,
             'event_type', 'exposure',
             'ts', f.t,
             'unit_id', f.unit,
-            'experiment_id', coalesce(m.experiment_id, f.k),
-            'assignment', case when f.v is null then null
-                               else json_object(coalesce(m.factor, 'variation'), coalesce(lv.level, f.v)) end,
+            {_exposure_members_sql("f.k", "f.v")},
             'context', json_object('hash_attribute', f.hash_attribute, 'feature_id', f.feature_id,
                                    'sdk_key', f.k, 'variation', f.v)
          )::varchar end as line,
     case when f.j is not null and f.in_exp = 'false' then '{NOT_IN_EXPERIMENT}' else f.pre_reason end as pre_reason
 from fields f
-left join {MAPPING_TABLE} m on f.j is not null and m.sdk_key = f.k and m.variation is null
-left join {MAPPING_TABLE} lv on f.j is not null and lv.sdk_key = f.k and lv.variation = f.v
+{_mapping_joins_sql("f.j is not null", "f.k", "f.v")}
 """
 
 
@@ -172,10 +188,7 @@ def segment_sql(lines: str, files: list[int]) -> str:
     variation = _first("properties.variationId", "properties.variation_id")
     return f"""
 with parsed as (
-    select file_idx, line_number, line, pre_reason,
-        case when pre_reason is null and file_idx in ({", ".join(map(str, files))})
-             and json_valid(line) and left(ltrim(line), 1) = '{{' then line::json end as j
-    from {lines}
+    {_parsed_sql(lines, files)}
 ), fields as (
     select p.*, j->>'$.event' as event, coalesce(j->>'$.type', 'track') as call,
         {key} as k, {variation} as v,
@@ -195,9 +208,7 @@ with parsed as (
 select k.file_idx, k.line_number,
     case when k.kind = 'exposure' then json_object(
             'event_id', j->'$.messageId', 'event_type', 'exposure', 'ts', k.t, 'received_at', k.received,
-            'unit_id', k.unit, 'experiment_id', coalesce(mp.experiment_id, k.k),
-            'assignment', case when k.v is null then null
-                               else json_object(coalesce(mp.factor, 'variation'), coalesce(lv.level, k.v)) end,
+            'unit_id', k.unit, {_exposure_members_sql("k.k", "k.v")},
             'context', k.ctx)::varchar
          when k.kind = 'metric' then json_object(
             'event_id', j->'$.messageId', 'event_type', 'metric', 'ts', k.t, 'received_at', k.received,
@@ -207,10 +218,8 @@ select k.file_idx, k.line_number,
          else k.line end as line,
     case when k.j is not null and k.kind is null then '{UNMAPPED_EVENT}' else k.pre_reason end as pre_reason
 from kinds k
-left join {MAPPING_TABLE} mp on k.kind = 'exposure' and mp.sdk_key = k.k and mp.variation is null
-left join {MAPPING_TABLE} lv on k.kind = 'exposure' and lv.sdk_key = k.k and lv.variation = k.v
+{_mapping_joins_sql("k.kind = 'exposure'", "k.k", "k.v")}
 """
-
 
 
 def _attr(name: str) -> str:
@@ -229,15 +238,9 @@ def otel_sql(lines: str, files: list[int]) -> str:
     `unmapped_event`. In these files `line_number` is the record's number in the file (records in
     file order, a line without records counting one); the physical line and the record's place in
     it are kept in `context` (`otel_line`, `otel_record`)."""
-    variant = ("coalesce(" + _attr("feature_flag.result.variant") + ", " + _attr("feature_flag.variant") + ", "
-               "case when left(" + _attr("feature_flag.result.value") + ", 1) = '\"' then json_extract_string("
-               + _attr("feature_flag.result.value") + ", '$') else " + _attr("feature_flag.result.value") + " end)")
     return f"""
 with parsed as (
-    select file_idx, line_number, line, pre_reason,
-        case when pre_reason is null and line_number is not null and file_idx in ({", ".join(map(str, files))})
-             and json_valid(line) and left(ltrim(line), 1) = '{{' then line::json end as j
-    from {lines}
+    {_parsed_sql(lines, files)}
 ), batched as (
     select *, case when j is not null then json_extract(j, '$.resourceLogs[*].scopeLogs[*].logRecords[*]') end as recs
     from parsed
@@ -253,7 +256,9 @@ with parsed as (
 ), events as (
     select f.*, o.exposure_event,
         coalesce(f.rec->>'eventName', {_attr("event.name")}) as name,
-        {_attr("feature_flag.key")} as k, {variant} as v,
+        {_attr("feature_flag.key")} as k,
+        coalesce({_attr("feature_flag.result.variant")}, {_attr("feature_flag.variant")}) as variant,
+        {_attr("feature_flag.result.value")} as result_value,
         coalesce({_attr("feature_flag.context.id")}, {_attr("user.id")}) as unit,
         nullif(coalesce(nullif(f.rec->>'timeUnixNano', '0'), f.rec->>'observedTimeUnixNano'), '0') as ns,
         {_attr("feature_flag.provider.name")} as provider, {_attr("feature_flag.set.id")} as set_id,
@@ -262,6 +267,9 @@ with parsed as (
     from fields f left join {SOURCE_OPTIONS_TABLE} o on o.file_idx = f.file_idx
 ), kinds as (
     select e.*, m.metric, m.value_path as value_key,
+        -- no variant: the value (a string as itself, or JSON-encoded as OpenFeature's tracing hook writes it)
+        coalesce(e.variant, case when left(e.result_value, 1) = '"' then json_extract_string(e.result_value, '$')
+                                 else e.result_value end) as v,
         strftime(make_timestamp((try_cast(e.ns as hugeint) // 1000)::bigint), '%Y-%m-%dT%H:%M:%S.%fZ') as t,
         case when e.rec is null then null
              when e.name = e.exposure_event then 'exposure'
@@ -278,9 +286,7 @@ select n.file_idx,
     case when n.file_idx in ({", ".join(map(str, files))}) then n.record_number else n.line_number end as line_number,
     case when n.kind = 'exposure' then json_object(
             'event_id', 'otel-' || md5(concat_ws(chr(31), n.unit, n.k, n.v, n.ns)), 'event_type', 'exposure',
-            'ts', n.t, 'unit_id', n.unit, 'experiment_id', coalesce(mp.experiment_id, n.k),
-            'assignment', case when n.v is null then null
-                               else json_object(coalesce(mp.factor, 'variation'), coalesce(lv.level, n.v)) end,
+            'ts', n.t, 'unit_id', n.unit, {_exposure_members_sql("n.k", "n.v")},
             'context', json_object('otel_line', n.line_number, 'otel_record', n.rec_idx, 'flag_key', n.k,
                                    'variant', n.v, 'provider', n.provider, 'set_id', n.set_id,
                                    'flag_version', n.flag_version, 'reason', n.eval_reason))::varchar
@@ -296,6 +302,5 @@ select n.file_idx,
          else n.line end as line,
     case when n.rec is not null and n.kind is null then '{UNMAPPED_EVENT}' else n.pre_reason end as pre_reason
 from numbered n
-left join {MAPPING_TABLE} mp on n.kind = 'exposure' and mp.sdk_key = n.k and mp.variation is null
-left join {MAPPING_TABLE} lv on n.kind = 'exposure' and lv.sdk_key = n.k and lv.variation = n.v
+{_mapping_joins_sql("n.kind = 'exposure'", "n.k", "n.v")}
 """

@@ -296,7 +296,6 @@ class OwnerRoute(_Strict):
 
 # The formats a dump folder may hold (`sources.yaml`); each is mapped to the contract at ingestion.
 SOURCE_FORMATS = ("contract", "growthbook", "segment", "otel")
-PLANNED_FORMATS: tuple[str, ...] = ()  # named by the contract, not read yet: refused with that reason
 SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a folder under raw/
 
 
@@ -357,8 +356,6 @@ class Source(_Strict):
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        if value in PLANNED_FORMATS:
-            raise ValueError(f"format {value!r} is not read yet; use one of {list(SOURCE_FORMATS)}")
         if value not in SOURCE_FORMATS:
             raise ValueError(f"format {value!r} is not one of {list(SOURCE_FORMATS)}")
         return value

@@ -217,3 +217,11 @@ def hold_lock(db: Path, run_id: str) -> subprocess.Popen:
     assert proc.stdout.readline().strip() == "held"
     return proc
 
+
+def stop(*procs: subprocess.Popen | None, timeout: float = RUN_TIMEOUT) -> None:
+    """Kill and reap the helper processes a case started (None: not started)."""
+    for proc in procs:
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout)
+
