@@ -12,7 +12,7 @@ import pytest
 
 from .test_dbt_marts import HAND_VARS, dbt, ingest, iso, make_hand_made, one, query
 
-TABLES = ["staging.stg_events", "staging.stg_exposure_factors", "marts.fct_exposures", "marts.fct_outcomes",
+TABLES = ["staging.stg_events", "staging.stg_exposure_factors", "marts.fct_exposures", "marts.fct_unit_segments", "marts.fct_outcomes",
           "marts.fct_unit_metrics", "marts.agg_cell_stats", "marts.agg_cell_quantiles", "marts.dq_assignment",
           "marts.dq_daily"]
 BOOKKEEPING = {"ingested_watermark"}  # when a row was (re)computed: differs by design

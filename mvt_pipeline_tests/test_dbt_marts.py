@@ -88,14 +88,15 @@ class Events:
         self.n = 0
 
     def add(self, unit, ts, *, event_id=None, received=None, dt_=None, file="events.jsonl",
-            device="mobile", ua="ShopApp/1.0", device_id=None, **fields) -> str:
+            device="mobile", ua="ShopApp/1.0", device_id=None, context=None, **fields) -> str:
         self.n += 1
         event_id = event_id or f"e{self.n}"
         received = received or iso(ts, 1000)
         line = {"event_id": event_id, "ts": iso(ts), "received_at": received, "unit_id": unit,
                 "device_id": device_id or f"d_{unit}",
-                "context": {"device": device, "platform": "web", "country": "US", "user_agent": ua,
-                            "is_new_user": False}, **fields}
+                "context": context if context is not None else {
+                    "device": device, "platform": "web", "country": "US", "user_agent": ua,
+                    "is_new_user": False}, **fields}
         self.lines.append((dt_ or received[:10], file, json.dumps(line)))
         return event_id
 

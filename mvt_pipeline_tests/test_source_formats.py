@@ -67,6 +67,18 @@ def test_growthbook_lines_map_to_exposures_and_bad_ones_list_every_reason(tmp_pa
                    7: ["missing_required:ts", "missing_required:assignment"], 8: ["malformed_json"]}
 
 
+def test_growthbook_user_attributes_become_the_context(tmp_path):
+    registry = _registry(tmp_path, [{"name": "gb_web", "format": "growthbook"}])
+    lines = [{**GOOD, "attributes": {"browser": "safari", "company": {"plan": "pro"}, "sdk_key": "spoof"}},
+             {**GOOD, "hashValue": "user-9", "context": {"browser": "edge"}},
+             {**GOOD, "hashValue": "user-8", "attributes": "not an object"}]
+    conn, summary = _ingest(tmp_path, registry, lines)
+    assert summary.rows_accepted == 3
+    rows = conn.execute("select context->>'browser', context->>'$.company.plan', context->>'sdk_key'"
+                        " from raw.events order by line_number").fetchall()
+    assert rows == [("safari", "pro", "checkout-exp"), ("edge", None, "checkout-exp"), (None, None, "checkout-exp")]
+
+
 def test_a_folder_not_listed_is_the_contract(tmp_path):
     registry = _registry(tmp_path, None)
     _conn, summary = _ingest(tmp_path, registry, [GOOD])
@@ -182,7 +194,7 @@ def test_otel_feature_flag_events_map_to_exposures_one_row_per_record(tmp_path):
     ev = {"feature_flag.key": "checkout-exp", "feature_flag.result.variant": "1", "feature_flag.context.id": "user-0",
           "feature_flag.provider.name": "FlagdProvider"}
     lines = [
-        _otlp(_record("feature_flag.evaluation", ev),
+        _otlp(_record("feature_flag.evaluation", {**ev, "browser.name": "firefox", "app.build": 512}),
               _record("feature_flag.evaluation", {**ev, "feature_flag.context.id": "user-1",
                                                    "feature_flag.result.variant": "0"}, name_as_attribute=True)),
         _otlp(_record("feature_flag.evaluation", {k: v for k, v in ev.items() if k != "feature_flag.result.variant"}
@@ -205,3 +217,7 @@ def test_otel_feature_flag_events_map_to_exposures_one_row_per_record(tmp_path):
     ]
     got = dict(conn.execute("select line_number, reasons from raw.quarantine order by 1").fetchall())
     assert got == {5: ["unmapped_event"], 6: ["unknown_level"], 7: ["no_log_records"], 8: ["malformed_json"]}
+    # the other attributes of an evaluation are its context, by their flat keys (segments can name them)
+    ctx = conn.execute("""select context->>'$."browser.name"', context->>'$."app.build"', context->>'provider'"""
+                       " from raw.events where line_number = 1").fetchone()
+    assert ctx == ("firefox", "512", "FlagdProvider")

@@ -10,6 +10,14 @@
     json_extract_string({{ json_expr }}, '$.' || {{ key_expr }})
 {%- endmacro %}
 
+{#- a JSONPath held in a column (registry_experiment_segments builds them, each key quoted) -#}
+{% macro json_path_text(json_expr, path_expr) -%}
+    {{ return(adapter.dispatch('json_path_text', 'mvt_pipeline')(json_expr, path_expr)) }}
+{%- endmacro %}
+{% macro default__json_path_text(json_expr, path_expr) -%}
+    json_extract_string({{ json_expr }}, {{ path_expr }})
+{%- endmacro %}
+
 {% macro json_field(json_expr, key) -%}
     {{ return(adapter.dispatch('json_field', 'mvt_pipeline')(json_expr, key)) }}
 {%- endmacro %}

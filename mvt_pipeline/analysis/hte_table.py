@@ -13,6 +13,7 @@ from ..stats.shifts import shifts_for
 from .cells import split_cell_ids
 from .effects_table import MEAN_KINDS
 
+SEGMENT_VALUE = "__segment_value"
 HTE_LABELS = ["experiment_id", "metric", "metric_role", "segment_variable"]
 HETEROGENEITY_FLAG_Q = 0.05  # heterogeneity q-values below this are listed in the asset metadata
 
@@ -42,10 +43,11 @@ def all_hte(registry: Registry, agg_cell_stats: pd.DataFrame) -> tuple[pd.DataFr
                     continue
                 frame = pd.concat([split_cell_ids(rows["cell_id"], exp), rows[stat_cols].astype(float)], axis=1)
                 frame["n"] = rows["n_units" if kind == "ratio" else "n"].astype(float).to_numpy()
-                frame[seg] = rows["segment_value"].astype(str).to_numpy()
+                # a fixed column name: a segment may be named like a factor or a statistic
+                frame[SEGMENT_VALUE] = rows["segment_value"].astype(str).to_numpy()
                 try:
                     result = segment_effects(
-                        frame, factors, seg, control=control, alpha=exp.alpha,
+                        frame, factors, SEGMENT_VALUE, control=control, alpha=exp.alpha,
                         generators=exp.design.generators, codes=exp.factor_codes(),
                         min_cell_units=exp.min_units_per_cell,
                         metric_kind="ratio" if kind == "ratio" else "mean")

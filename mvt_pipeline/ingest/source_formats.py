@@ -22,7 +22,7 @@ import collections
 import duckdb
 
 from ..registry import Registry
-from ..registry.models import Source
+from ..registry.models import Source, json_path
 from .validation_sql import sql_list
 
 MAPPING_TABLE = "_ingest_sdk_keys"
@@ -90,7 +90,7 @@ def _value_ref(fmt: str, value: str) -> str:
     quoted: the pattern allows no quote), or an OpenTelemetry attribute key."""
     if fmt == "otel":
         return value
-    return "$.properties." + ".".join(f'"{part}"' for part in value.split("."))
+    return "$.properties" + json_path(value)[1:]
 
 
 def drop_mapping(conn: duckdb.DuckDBPyConnection) -> None:
@@ -169,8 +169,12 @@ select f.file_idx, f.line_number,
             'ts', f.t,
             'unit_id', f.unit,
             {_exposure_members_sql("f.k", "f.v")},
-            'context', json_object('hash_attribute', f.hash_attribute, 'feature_id', f.feature_id,
-                                   'sdk_key', f.k, 'variation', f.v)
+            -- the user attributes logged with the call (`attributes`, else `context`) are segments
+            'context', json_merge_patch(
+                case when json_type(f.j->'$.attributes') = 'OBJECT' then f.j->'$.attributes'
+                     when json_type(f.j->'$.context') = 'OBJECT' then f.j->'$.context' else '{{}}'::json end,
+                json_object('hash_attribute', f.hash_attribute, 'feature_id', f.feature_id,
+                            'sdk_key', f.k, 'variation', f.v))
          )::varchar end as line,
     case when f.j is not null and f.in_exp = 'false' then '{NOT_IN_EXPERIMENT}' else f.pre_reason end as pre_reason
 from fields f
@@ -222,11 +226,14 @@ from kinds k
 """
 
 
+# the text of an OTLP attribute `a`'s AnyValue (string, int, double or bool)
+_ANY_VALUE_TEXT = ("coalesce(a->'$.value'->>'stringValue', a->'$.value'->>'intValue', "
+                   "a->'$.value'->>'doubleValue', a->'$.value'->>'boolValue')")
+
+
 def _attr(name: str) -> str:
     """The AnyValue text of the log record attribute `name` (a constant of this module)."""
-    return (f"(select coalesce(a->'$.value'->>'stringValue', a->'$.value'->>'intValue', "
-            f"a->'$.value'->>'doubleValue', a->'$.value'->>'boolValue') "
-            f"from (select unnest(attrs) as a) where a->>'key' = '{name}' limit 1)")
+    return f"(select {_ANY_VALUE_TEXT} from (select unnest(attrs) as a) where a->>'key' = '{name}' limit 1)"
 
 
 def otel_sql(lines: str, files: list[int]) -> str:
@@ -237,7 +244,8 @@ def otel_sql(lines: str, files: list[int]) -> str:
     deprecated attribute names too) become exposures, mapped event names metric events, others
     `unmapped_event`. In these files `line_number` is the record's number in the file (records in
     file order, a line without records counting one); the physical line and the record's place in
-    it are kept in `context` (`otel_line`, `otel_record`)."""
+    it are kept in `context` (`otel_line`, `otel_record`), beside the record's attributes other than
+    `feature_flag.*` (by their flat keys: `browser.name`), which segments can name."""
     return f"""
 with parsed as (
     {_parsed_sql(lines, files)}
@@ -263,7 +271,10 @@ with parsed as (
         nullif(coalesce(nullif(f.rec->>'timeUnixNano', '0'), f.rec->>'observedTimeUnixNano'), '0') as ns,
         {_attr("feature_flag.provider.name")} as provider, {_attr("feature_flag.set.id")} as set_id,
         {_attr("feature_flag.version")} as flag_version,
-        coalesce({_attr("feature_flag.result.reason")}, {_attr("feature_flag.evaluation.reason")}) as eval_reason
+        coalesce({_attr("feature_flag.result.reason")}, {_attr("feature_flag.evaluation.reason")}) as eval_reason,
+        -- the record's other attributes (`browser.name`, `app.plan`) are its context: segments
+        (select json_group_object(a->>'key', {_ANY_VALUE_TEXT}) from (select unnest(f.attrs) as a)
+         where not starts_with(a->>'key', 'feature_flag.')) as extra
     from fields f left join {SOURCE_OPTIONS_TABLE} o on o.file_idx = f.file_idx
 ), kinds as (
     select e.*, m.metric, m.value_path as value_key,
@@ -287,9 +298,10 @@ select n.file_idx,
     case when n.kind = 'exposure' then json_object(
             'event_id', 'otel-' || md5(concat_ws(chr(31), n.unit, n.k, n.v, n.ns)), 'event_type', 'exposure',
             'ts', n.t, 'unit_id', n.unit, {_exposure_members_sql("n.k", "n.v")},
-            'context', json_object('otel_line', n.line_number, 'otel_record', n.rec_idx, 'flag_key', n.k,
-                                   'variant', n.v, 'provider', n.provider, 'set_id', n.set_id,
-                                   'flag_version', n.flag_version, 'reason', n.eval_reason))::varchar
+            'context', json_merge_patch(coalesce(n.extra, '{{}}'::json), json_object(
+                'otel_line', n.line_number, 'otel_record', n.rec_idx, 'flag_key', n.k, 'variant', n.v,
+                'provider', n.provider, 'set_id', n.set_id, 'flag_version', n.flag_version,
+                'reason', n.eval_reason)))::varchar
          when n.kind = 'metric' then json_object(
             'event_id', 'otel-' || md5(concat_ws(chr(31), n.unit, n.name, n.ns, n.rec::varchar)), 'event_type', 'metric',
             'ts', n.t, 'unit_id', n.unit, 'metric', n.metric,

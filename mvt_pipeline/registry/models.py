@@ -30,11 +30,23 @@ SDK_KEY_PATTERN = FLAG_KEY_PATTERN
 # The user attribute an SDK hashes (GrowthBook `hashAttribute`: id, deviceId, company.id...)
 HASH_ATTRIBUTE_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_.$-]{0,62}$"
 SEED_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,126}$"
+# An attribute of a JSON object by key (`browser`, `plan`) or dotted path (`os.name`, `order.total`):
+# a segment (a context attribute) or an SDK event's value property. No quotes or spaces, so a JSON
+# path built from it can only name that attribute; always passed to SQL as data.
+ATTRIBUTE_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}(\.[A-Za-z_][A-Za-z0-9_-]{0,62}){0,7}$"
+RESERVED_SEGMENTS = frozenset({"overall"})  # agg_cell_stats' whole-experiment rows
+DEFAULT_SEGMENT_TOP_K = 10  # segment values kept per attribute; the rest are `other`
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
 def is_valid_name(name: str) -> bool:
     return bool(_NAME_RE.match(name))
+
+
+def json_path(dotted: str, *, flat: bool = False) -> str:
+    """The JSONPath of a validated dotted attribute name, each part quoted (the patterns allow no
+    quote): nested (`$."os"."name"`) or, with `flat`, one key holding dots (`$."os.name"`)."""
+    return f'$."{dotted}"' if flat else "$." + ".".join(f'"{part}"' for part in dotted.split("."))
 
 
 DEFAULT_ALPHA = 0.05  # an experiment's significance level unless the registry says otherwise
@@ -169,7 +181,11 @@ class Experiment(_Strict):
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=0.5)
     power: float = Field(default=0.8, gt=0, lt=1)
     mde: float | None = Field(default=None, gt=0)
-    segments: list[str] = Field(default_factory=list)
+    # Context attributes to split by (HTE, per-segment SRM); values are the first exposure's, the
+    # `segment_top_k` most frequent kept and the rest bucketed as `other` (bounded cardinality).
+    segments: list[Annotated[str, Field(pattern=ATTRIBUTE_PATH_PATTERN, max_length=200)]] = Field(
+        default_factory=list, max_length=20)
+    segment_top_k: int = Field(default=DEFAULT_SEGMENT_TOP_K, ge=1, le=100)
     flip_policy: Literal["exclude", "first_cell"] = "exclude"
     min_units_per_cell: int = Field(default=150, ge=1, le=MAX_COUNT)
     # Planned total units: the tuning point N* of the always-valid confidence sequences. Fixed for
@@ -199,9 +215,11 @@ class Experiment(_Strict):
         keys = [f.sdk_key for f in self.factors if f.sdk_key]
         if len(set(keys)) != len(keys):
             raise ValueError(f"sdk_key must differ between the factors of one experiment, got {keys}")
+        if len(set(self.segments)) != len(self.segments):
+            raise ValueError(f"segments must be unique, got {self.segments}")
         for seg in self.segments:
-            if seg not in SEGMENT_COLUMNS:
-                raise ValueError(f"segment {seg!r} is not one of {sorted(SEGMENT_COLUMNS)}")
+            if seg in RESERVED_SEGMENTS:
+                raise ValueError(f"segment {seg!r} is reserved (the whole-experiment rows)")
         if self.design.type == "fractional":
             if any(len(f.levels) != 2 for f in self.factors):
                 raise ValueError("fractional designs need two-level factors")
@@ -227,9 +245,6 @@ class Experiment(_Strict):
             if f.name == name:
                 return f
         raise KeyError(name)
-
-
-SEGMENT_COLUMNS = {"device", "platform", "country", "is_new_user"}
 
 
 class Aggregate(_Strict):
@@ -301,7 +316,7 @@ SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a folder under raw
 
 # A property (segment: `revenue`, `order.total` for a nested one) or an attribute key (otel:
 # `order.amount`); never holds a quote, so it can be quoted into a JSON path.
-PROPERTY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}(\.[A-Za-z_][A-Za-z0-9_-]{0,62}){0,7}$"
+PROPERTY_PATTERN = ATTRIBUTE_PATH_PATTERN
 EVENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:/()&'-]{0,127}$"  # "Order Completed", "checkout:done"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .models import Registry
+from .models import Registry, json_path
 
 
 def registry_frames(registry: Registry) -> dict[str, pd.DataFrame]:
@@ -31,7 +31,9 @@ def registry_frames(registry: Registry) -> dict[str, pd.DataFrame]:
         for metric, role in e.metrics.by_role():
             exp_metrics.append({"experiment_id": e.id, "metric": metric, "role": role})
         for seg in e.segments:
-            segments.append({"experiment_id": e.id, "segment": seg})
+            # the JSON paths are built here from the validated name, so dbt never builds one
+            segments.append({"experiment_id": e.id, "segment": seg, "top_k": e.segment_top_k,
+                             "flat_path": json_path(seg, flat=True), "nested_path": json_path(seg)})
     metrics = [
         {
             "metric": m.name, "kind": m.kind, "source_metric": m.source, "aggregation": m.aggregation,
@@ -58,7 +60,9 @@ def registry_frames(registry: Registry) -> dict[str, pd.DataFrame]:
     for name, rows in schemas.items():
         frame = pd.DataFrame(rows)
         if frame.empty and name == "registry_experiment_segments":
-            frame = pd.DataFrame({"experiment_id": pd.Series(dtype="str"), "segment": pd.Series(dtype="str")})
+            frame = pd.DataFrame({"experiment_id": pd.Series(dtype="str"), "segment": pd.Series(dtype="str"),
+                                  "top_k": pd.Series(dtype="int64"), "flat_path": pd.Series(dtype="str"),
+                                  "nested_path": pd.Series(dtype="str")})
         frames[name] = frame
     return frames
 

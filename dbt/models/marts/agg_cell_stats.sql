@@ -1,5 +1,6 @@
 -- Exact per-cell sufficient statistics, overall (segment = 'overall', segment_value = 'all') and
--- per registry segment: everything the stats engine needs, so it never reads per-unit rows.
+-- per registry segment (fct_unit_segments: the top-K values and `other`): everything the stats
+-- engine needs, so it never reads per-unit rows.
 -- Beside the plain sums, sums of shifted values (`*_shifted`) with the shift carried per
 -- (experiment, metric) (`shift`, `cov_shift`, `den_shift`; `num_shift` is a ratio r0 and the
 -- numerator sums are of N - r0 * D): `sum_sq - sum^2/n` cancels catastrophically when the mean is
@@ -19,14 +20,12 @@ segmented as (
     select experiment_id, metric, role, kind, cell_id, 'overall' as segment, 'all' as segment_value,
            value, covariate, numerator, denominator
     from {{ ref('fct_unit_metrics') }}
-    {% for seg in ['device', 'platform', 'country', 'is_new_user'] %}
     union all
-    select u.experiment_id, u.metric, u.role, u.kind, u.cell_id, '{{ seg }}', coalesce(u.{{ seg }}, 'unknown'),
+    select u.experiment_id, u.metric, u.role, u.kind, u.cell_id, s.segment, s.segment_value,
            u.value, u.covariate, u.numerator, u.denominator
     from {{ ref('fct_unit_metrics') }} as u
-    inner join {{ source('raw', 'registry_experiment_segments') }} as s
-        on s.experiment_id = u.experiment_id and s.segment = '{{ seg }}'
-    {% endfor %}
+    inner join {{ ref('fct_unit_segments') }} as s
+        on s.experiment_id = u.experiment_id and s.unit_id = u.unit_id
 ),
 
 shifted as (

@@ -1,6 +1,7 @@
 -- One row per (experiment, unit): first exposure time, the cell (first level seen per factor, in
 -- registry factor order), flips (distinct cells seen), devices, hash-version changes and the bot
--- flag; `is_analysable` / `exclusion_reason` apply the exclusion rules (bots, incomplete
+-- flag; `first_exposure_event_id` (its context gives the segments: fct_unit_segments);
+-- `is_analysable` / `exclusion_reason` apply the exclusion rules (bots, incomplete
 -- assignment, flips under the experiment's flip_policy: 'exclude' drops them, 'first_cell' keeps
 -- them in their first cell). Full rebuild: a unit's first exposure and flips need its whole history,
 -- and exposures are a small share of events.
@@ -82,7 +83,7 @@ hash_changes as (
 
 first_event as (
     select
-        experiment_id, unit_id, device, platform, country, is_new_user,
+        experiment_id, unit_id, event_id, device, platform, country, is_new_user,
         row_number() over (partition by experiment_id, unit_id order by ts, event_id) as rn
     from {{ ref('stg_exposure_factors') }}
 ),
@@ -116,6 +117,7 @@ assembled as (
         u.unit_id,
         u.experiment_id || ':' || u.unit_id as exposure_key,
         u.first_exposure_at,
+        fe.event_id as first_exposure_event_id,
         u.last_exposure_at,
         {{ add_days('u.first_exposure_at', 'r.attribution_window_days') }} as attribution_end_at,
         u.n_exposure_events,

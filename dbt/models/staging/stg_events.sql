@@ -111,6 +111,9 @@ deduped as (
         {%- endfor %}
         {{ json_field('context', 'user_agent') }} as user_agent,
         {{ json_field('context', 'app_version') }} as app_version,
+        {#- an exposure's whole context: segments may be any attribute the registry names
+            (fct_unit_segments); exposures are a small share of events -#}
+        case when event_type = 'exposure' then coalesce(context, '{}') end as exposure_context,
         n_copies,
         min_payload <> max_payload as payload_conflict,
         payload_hash,
@@ -130,7 +133,7 @@ select
     a.event_id,
     null, null, null, null, null, null, null, null, null, null, null, null, null,
     null, null, null, null, null, null, null, null, null, null, null, null, null,
-    null
+    null, null
 from affected_ids as a
 where a.event_id not in (select event_id from deduped)
 {% endif %}
