@@ -38,6 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def generate(source: Path, events: int, days: int, seed: int) -> dict:
+    """The demo's telemetry (its faults pass the night's gates), sized to about `events` lines."""
+    from ingest_bench import EVENTS_PER_USER_DAY
+
+    from mvt_pipeline.registry import load_registry
+    from mvt_pipeline.simulate import Faults, SimulationConfig, simulate
+
+    users = max(1, round(events / (EVENTS_PER_USER_DAY * days)))
+    return simulate(load_registry(ROOT / "data" / "registry"),
+                    SimulationConfig(users=users, days=days, seed=seed, faults=Faults.demo()), source,
+                    log=lambda *a: None)
+
+
 def _tree(pid: int) -> list[int]:
     """pid and all its descendants (from /proc/<pid>/task/*/children)."""
     out, todo = [], [pid]
@@ -176,6 +189,9 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     source = args.workdir / "source"
+    if args.child == "generate":  # in a child: the parent stays small
+        generate(source, args.events, args.days, args.seed)
+        return
     if args.child:
         days = json.loads(os.environ["MVT_BENCH_DAYS"])
         if args.child in ("cold", "incremental"):
@@ -197,14 +213,11 @@ def main() -> None:
         return
 
     if not (source / "truth.json").exists():
-        import ingest_bench
-
         per_day = args.events / args.days
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import ingest_bench as b; "
-                        "b.generate(__import__('pathlib').Path(sys.argv[2]), *map(int, sys.argv[3:]))",
-                        str(Path(__file__).parent), str(source), str(round(per_day * (args.days + 1))),
-                        str(args.days + 1), str(args.seed)], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, __file__, "--child", "generate", "--workdir", str(args.workdir),
+                        "--events", str(round(per_day * (args.days + 1))), "--days", str(args.days + 1),
+                        "--seed", str(args.seed)], check=True, cwd=ROOT)
         print(f"generated {source} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     from mvt_pipeline.ingest.dump_folders import dump_days
 

@@ -33,7 +33,7 @@ EXPECTED_CHECKS = {
     ("factorial_effects", "srm_check"), ("experiment_decisions", "guardrails"),
     ("experiment_decisions", "business_metrics"), ("stale_flag_audit", "no_stale_flags"),
     ("dq_daily", "loss_rate_matured"), ("dq_assignment", "flip_rate"),
-    ("stg_events", "unique_stg_events_event_id"), ("fct_exposures", "unique_fct_exposures_exposure_key"),
+    ("stg_events", "unique_stg_events_event_id"), ("fct_exposures", "unique_fct_exposures_exposure_key"), ("agg_cell_stats", "segments_within_registry"),
 }
 
 

@@ -1,6 +1,8 @@
 -- agg_cell_stats splits only by what the registry names, with bounded cardinality: every segment is
 -- `overall` or one of the experiment's registry segments, and a segment holds at most its top_k
 -- values plus the `other`, `unknown` and `redacted` buckets. Rows returned are failures.
+-- An asset check of agg_cell_stats (dagster-dbt: the `ref` names the model it checks).
+{{ config(meta={'dagster': {'ref': {'name': 'agg_cell_stats'}}}) }}
 with values_per_segment as (
     select experiment_id, segment, count(distinct segment_value) as n_values
     from {{ ref('agg_cell_stats') }}
