@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import duckdb
+import pytest
 
 from mvt_pipeline.config import DBT_PROJECT_DIR, dbt_executable, export_dbt_environment, settings
 
@@ -57,3 +58,25 @@ def test_every_connection_and_dbt_get_the_configured_limit(workdir, monkeypatch)
     shown = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     previews = [json.loads(e["data"]["preview"]) for e in shown if "preview" in e.get("data", {})]
     assert previews and (previews[0][0]["m"], previews[0][0]["t"]) == expected
+
+
+def test_dbt_sets_the_spill_directory_once_per_database_not_per_cursor(tmp_path):
+    """dbt-duckdb SETs `settings` on every cursor it opens (one per model and thread); once DuckDB
+    has spilled, setting temp_directory again, even to the same path, fails ("Cannot switch temporary
+    directory"), which failed every model after the first spill of a 10M-line night. The cap and the
+    directory go in `config_options`, given once when the database is opened."""
+    import yaml
+
+    profile = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+    output = profile["mvt_pipeline"]["outputs"]["duckdb"]
+    assert {"memory_limit", "temp_directory"} <= set(output["config_options"])
+    assert not {"memory_limit", "temp_directory"} & set(output.get("settings") or {})
+
+    # the DuckDB behaviour this guards against: a connection that has spilled refuses the SET
+    spill = tmp_path / "spill"
+    with duckdb.connect(str(tmp_path / "w.duckdb"), config={"memory_limit": "30MB", "temp_directory": str(spill),
+                                                           "threads": "1"}) as conn:
+        conn.execute("create table t as select md5(range::varchar) as s from range(1500000) order by s")
+        assert any(spill.iterdir())  # it spilled
+        with pytest.raises(duckdb.Error, match="temporary directory"):
+            conn.cursor().execute("set temp_directory = ?", [str(spill)])
