@@ -74,3 +74,8 @@
 {% macro tombstone_cleanup(relation) -%}
     delete from {{ relation }} where event_type is null
 {%- endmacro %}
+
+{# The one rule for a value that held PII: ingestion replaced it by `[redacted:<kind>]`. #}
+{% macro is_redacted(expr) -%}
+    {{ expr }} like '%[redacted:%'
+{%- endmacro %}

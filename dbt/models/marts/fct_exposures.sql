@@ -3,16 +3,21 @@
 -- flag; `first_exposure_event_id` (its context gives the segments: fct_unit_segments);
 -- `is_analysable` / `exclusion_reason` apply the exclusion rules (bots, incomplete
 -- assignment, flips under the experiment's flip_policy: 'exclude' drops them, 'first_cell' keeps
--- them in their first cell). Full rebuild: a unit's first exposure and flips need its whole history,
--- and exposures are a small share of events.
-with factor_events as (
+-- them in their first cell). Incremental by unit (macros/unit_changes.sql): a unit's row needs
+-- only its own exposures and events, so a night recomputes the units whose events changed.
+{{ unit_model_config() }}
+with unit_exposures as (
+    select * from {{ ref('stg_exposure_factors') }} where {{ in_changed_units('unit_id') }}
+),
+
+factor_events as (
     select
         experiment_id, unit_id, factor, position, level, ts, event_id, device_id, hash_version,
         user_agent, n_event_factors,
         row_number() over (
             partition by experiment_id, unit_id, factor order by ts, event_id
         ) as factor_rank
-    from {{ ref('stg_exposure_factors') }}
+    from unit_exposures
 ),
 
 per_factor as (
@@ -85,7 +90,7 @@ first_event as (
     select
         experiment_id, unit_id, event_id, device, platform, country, is_new_user,
         row_number() over (partition by experiment_id, unit_id order by ts, event_id) as rn
-    from {{ ref('stg_exposure_factors') }}
+    from unit_exposures
 ),
 
 unit_exposure as (
@@ -108,6 +113,7 @@ activity as (
         unit_id,
         count(*) * 1.0 / count(distinct cast(ts as date)) as events_per_active_day
     from {{ ref('stg_events') }}
+    where {{ in_changed_units('unit_id') }}
     group by unit_id
 ),
 

@@ -3,7 +3,9 @@
 -- (an event exactly at first exposure counts, one exactly window days later does not), `pre` in the
 -- half-open pre-period [first exposure - pre_period_days, first exposure) that feeds the CUPED
 -- covariate. Events elsewhere are not attributed. Only sources some metric of the experiment uses.
--- Full rebuild: attribution depends on each unit's first exposure, which late data can move.
+-- Incremental by unit (macros/unit_changes.sql): a unit's attribution needs only its own first
+-- exposure and events, so late data that moves a first exposure recomputes that unit.
+{{ unit_model_config() }}
 with experiment_sources as (
     select distinct em.experiment_id, s.source_metric
     from {{ source('raw', 'registry_experiment_metrics') }} as em
@@ -39,6 +41,8 @@ candidate as (
     inner join experiment_sources as s
         on s.experiment_id = x.experiment_id and s.source_metric = e.metric
     where x.is_analysable
+      and {{ in_changed_units('x.unit_id') }}
+      and {{ in_changed_units('e.unit_id') }}
 )
 
 select * from candidate where period is not null

@@ -4,82 +4,16 @@
 -- per-unit value is NULL: their numerator/denominator are the unit's value sum and event count,
 -- the quantile itself comes from agg_cell_quantiles), its pre-period covariate, winsorized at the
 -- metric's empirical quantile (pooled over the experiment's cells) where the metric says so, and the
--- segment columns from the first exposure's context. Full rebuild (depends on all attributions).
-with metric_defs as (
-    select
-        em.experiment_id, em.metric, em.role, m.kind, m.source_metric, m.aggregation,
-        m.numerator_source, m.numerator_aggregation, m.denominator_source, m.denominator_aggregation,
-        m.winsorize
-    from {{ source('raw', 'registry_experiment_metrics') }} as em
-    inner join {{ source('raw', 'registry_metrics') }} as m on m.metric = em.metric
-),
-
-units as (
-    select experiment_id, unit_id, cell_id, device, platform, country, is_new_user
-    from {{ ref('fct_exposures') }}
-    where is_analysable
-),
-
-sums as (
-    select
-        o.experiment_id, o.unit_id, d.metric, o.period,
-        sum(case when o.source_metric = d.source_metric then o.value end) as src_sum,
-        count(case when o.source_metric = d.source_metric then 1 end) as src_count,
-        max(case when o.source_metric = d.source_metric and o.value > 0 then 1 else 0 end) as src_any,
-        sum(case when o.source_metric = d.numerator_source then o.value end) as num_sum,
-        count(case when o.source_metric = d.numerator_source then 1 end) as num_count,
-        sum(case when o.source_metric = d.denominator_source then o.value end) as den_sum,
-        count(case when o.source_metric = d.denominator_source then 1 end) as den_count
-    from {{ ref('fct_outcomes') }} as o
-    inner join metric_defs as d on d.experiment_id = o.experiment_id
-    group by o.experiment_id, o.unit_id, d.metric, o.period
-),
-
-per_unit as (
-    select
-        u.experiment_id, u.unit_id, u.cell_id, d.metric, d.role, d.kind, d.winsorize,
-        u.device, u.platform, u.country, u.is_new_user,
-        {% for period in ['post', 'pre'] %}
-        {% set s = 's_' ~ period %}
-        case d.kind
-            when 'binary' then coalesce({{ s }}.src_any, 0)
-            when 'count' then coalesce({{ s }}.src_count, 0)
-            when 'continuous' then
-                case when d.aggregation = 'count' then coalesce({{ s }}.src_count, 0)
-                     when d.aggregation = 'max' then coalesce({{ s }}.src_any, 0)
-                     else coalesce({{ s }}.src_sum, 0) end
-        end as {{ period }}_value,
-        case d.kind
-            when 'ratio' then
-                case when d.numerator_aggregation = 'count' then coalesce({{ s }}.num_count, 0)
-                     else coalesce({{ s }}.num_sum, 0) end
-            when 'quantile' then coalesce({{ s }}.src_sum, 0)
-        end as {{ period }}_numerator,
-        case d.kind
-            when 'ratio' then
-                case when d.denominator_aggregation = 'count' then coalesce({{ s }}.den_count, 0)
-                     else coalesce({{ s }}.den_sum, 0) end
-            when 'quantile' then coalesce({{ s }}.src_count, 0)
-        end as {{ period }}_denominator{{ ',' if not loop.last }}
-        {% endfor %}
-    from units as u
-    inner join metric_defs as d on d.experiment_id = u.experiment_id
-    left join sums as s_post
-        on s_post.experiment_id = u.experiment_id and s_post.unit_id = u.unit_id
-       and s_post.metric = d.metric and s_post.period = 'post'
-    left join sums as s_pre
-        on s_pre.experiment_id = u.experiment_id and s_pre.unit_id = u.unit_id
-       and s_pre.metric = d.metric and s_pre.period = 'pre'
-),
-
-ranked as (
+-- segment columns from the first exposure's context. A full rebuild over int_unit_metrics (the
+-- per-unit sums, incremental): a winsorize cap is a quantile over all of the experiment's units.
+with ranked as (
     -- Winsorize at the empirical quantile (the ceil(w * n)-th smallest value): portable SQL,
     -- unlike percentile functions whose fraction must be a constant.
     select
         experiment_id, metric, winsorize, post_value,
         row_number() over (partition by experiment_id, metric order by post_value) as rn,
         count(*) over (partition by experiment_id, metric) as cnt
-    from per_unit
+    from {{ ref('int_unit_metrics') }}
     where winsorize is not null
 ),
 
@@ -114,5 +48,5 @@ select
     p.platform,
     p.country,
     p.is_new_user
-from per_unit as p
+from {{ ref('int_unit_metrics') }} as p
 left join caps as c on c.experiment_id = p.experiment_id and c.metric = p.metric

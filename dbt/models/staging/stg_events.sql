@@ -16,6 +16,9 @@
 -- of an earlier one), the partitions between the two nights are changed partitions too, and ids whose
 -- copies reach past the new as_of are affected, so a backfill of night N equals a warehouse that only
 -- ever saw the days up to N.
+-- Each build logs the units it touched (`dbt_batch_id` marks its rows, `prior_unit_id` the unit an id
+-- had before, when that differs) in `stg_events__unit_changes`: the per-unit marts recompute only
+-- those units (macros/unit_changes.sql).
 -- A nightly run therefore costs one column scan of raw.events (event_id, dt, ingested_at) plus the
 -- window over the affected copies, not a sort of all history.
 {{ config(
@@ -23,7 +26,8 @@
     unique_key='event_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
-    post_hook=["{{ tombstone_cleanup(this) }}", "{{ record_as_of(this) }}"]
+    post_hook=["{{ create_unit_changes_log() }}", "{{ record_unit_changes() }}",
+               "{{ tombstone_cleanup(this) }}", "{{ record_as_of(this) }}"]
 ) }}
 
 {% if is_incremental() %}
@@ -64,6 +68,12 @@ copies as (
     from {{ source('raw', 'events') }}
     where event_id in (select event_id from affected_ids)
       and {{ arrived_by_as_of('dt') }}
+),
+
+previous as (
+    select event_id, unit_id as prior_unit_id
+    from {{ this }}
+    where event_id in (select event_id from affected_ids)
 ),
 {% else %}
 copies as (
@@ -106,7 +116,7 @@ deduped as (
         {#- a segment value that held PII was redacted at ingestion ([redacted:<kind>]): it becomes
             one 'redacted' segment instead of leaking the rest of the text into the marts -#}
         {%- for seg in ['device', 'platform', 'country', 'is_new_user'] %}
-        case when contains({{ json_field('context', seg) }}, '[redacted:') then 'redacted'
+        case when {{ is_redacted(json_field('context', seg)) }} then 'redacted'
              else {{ json_field('context', seg) }} end as {{ seg }},
         {%- endfor %}
         {{ json_field('context', 'user_agent') }} as user_agent,
@@ -121,19 +131,25 @@ deduped as (
         dt,
         first_copy_dt,
         last_copy_dt,
-        (select max(ingested_at) from {{ source('raw', 'events') }}) as ingested_watermark
+        (select max(ingested_at) from {{ source('raw', 'events') }}) as ingested_watermark,
+        '{{ invocation_id }}' as dbt_batch_id
     from ranked
     where copy_rank = 1
 )
 
-select * from deduped
 {% if is_incremental() %}
+select d.*, case when p.prior_unit_id is distinct from d.unit_id then p.prior_unit_id end as prior_unit_id
+from deduped as d
+left join previous as p on p.event_id = d.event_id
 union all
 select
     a.event_id,
     null, null, null, null, null, null, null, null, null, null, null, null, null,
     null, null, null, null, null, null, null, null, null, null, null, null, null,
-    null, null
+    null, null, '{{ invocation_id }}', p.prior_unit_id
 from affected_ids as a
+left join previous as p on p.event_id = a.event_id
 where a.event_id not in (select event_id from deduped)
+{% else %}
+select *, cast(null as varchar) as prior_unit_id from deduped
 {% endif %}

@@ -2,7 +2,9 @@
 -- forms of the contract: the whole cell in one event, or one event per factor; `n_event_factors`
 -- (factors carried by the same event) tells them apart for the cells-seen count in fct_exposures.
 -- A table rather than a view: fct_exposures reads it several times and the JSON lookups are the
--- expensive part.
+-- expensive part. Incremental by unit: only the units whose events changed are recomputed
+-- (macros/unit_changes.sql).
+{{ unit_model_config() }}
 with factor_rows as (
     select
         e.event_id,
@@ -23,6 +25,7 @@ with factor_rows as (
     inner join {{ source('raw', 'registry_factors') }} as f
         on f.experiment_id = e.experiment_id
     where e.event_type = 'exposure'
+      and {{ in_changed_units('e.unit_id') }}
 )
 
 select

@@ -15,7 +15,7 @@ from ..resources import WAREHOUSE_POOL, dbt_project
 
 class MvtDbtTranslator(DagsterDbtTranslator):
     """dbt sources map onto the Dagster assets that write them; models keep their own names and sit in
-    a group per dbt folder (staging, marts)."""
+    a group per dbt folder (staging, intermediate, marts)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         name = dbt_resource_props["name"]
@@ -24,7 +24,8 @@ class MvtDbtTranslator(DagsterDbtTranslator):
         return dg.AssetKey(name)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        return "staging" if "staging" in dbt_resource_props.get("fqn", []) else "marts"
+        fqn = dbt_resource_props.get("fqn", [])
+        return next((g for g in ("staging", "intermediate") if g in fqn), "marts")
 
     def get_owners(self, dbt_resource_props: Mapping[str, Any]):
         return [PLATFORM_TEAM]

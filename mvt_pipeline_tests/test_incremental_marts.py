@@ -1,0 +1,157 @@
+"""Incremental marts by unit (dbt/macros/unit_changes.sql) over several nights of simulated traffic
+with duplicates, late events, bots and flips: a night recomputes only the units its new data touched,
+yet every table equals a `--full-refresh` build row for row (sums to 1e-9), through a re-ingested
+day with lines removed, late copies that move first exposures, and a registry change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mvt_pipeline.ingest import ingest_partition
+from mvt_pipeline.ingest.dump_folders import dump_days
+from mvt_pipeline.registry import load_registry
+from mvt_pipeline.registry.warehouse_tables import write_registry_tables
+
+from .test_dbt_incremental import BOOKKEEPING, TABLES
+from .test_dbt_marts import PROJECT_ROOT, dbt, one, query
+
+PER_UNIT = ["staging.stg_exposure_factors", "marts.fct_exposures", "intermediate.int_unit_attributes",
+            "marts.fct_outcomes", "intermediate.int_unit_metrics"]
+
+
+def _ingest(data: Path, days: list[str]) -> None:
+    registry = load_registry(data / "registry")
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        write_registry_tables(conn, registry)
+        for day in days:
+            ingest_partition(conn, data / "raw", day, registry)
+
+
+def _night(data: Path, day: str, **vars_) -> None:
+    dbt(data, "run", vars_={"as_of": day, **vars_})
+
+
+def _columns(conn, table: str) -> list[tuple[str, str]]:
+    schema, name = table.split(".")
+    return [(c, t) for c, t in conn.execute(
+        "select column_name, data_type from information_schema.columns where table_catalog = current_database()"
+        " and table_schema = ? and table_name = ? order by ordinal_position", [schema, name]).fetchall()
+        if c not in BOOKKEEPING]
+
+
+def _q(column: str) -> str:
+    return '"' + column + '"'
+
+
+def _assert_equal_to_full_refresh(data: Path, tmp: Path, name: str, day: str, **vars_) -> None:
+    """Exact on every non-float column; floats to 1e-9 relative (a sum's rounding depends on the order)."""
+    full = tmp / f"full_{name}"
+    full.mkdir()
+    shutil.copy(data / "wh.duckdb", full / "wh.duckdb")
+    dbt(full, "run", "--full-refresh", vars_={"as_of": day, **vars_})
+    with duckdb.connect(str(data / "wh.duckdb"), read_only=True) as conn:
+        conn.execute(f"attach '{full / 'wh.duckdb'}' as full_db (read_only)")
+        for table in TABLES:
+            cols = _columns(conn, table)
+            exact = [_q(c) for c, t in cols if t not in ("DOUBLE", "FLOAT")]
+            floats = [_q(c) for c, t in cols if t in ("DOUBLE", "FLOAT")]
+            keys = ", ".join(exact)
+            counts = conn.execute(
+                f"select (select count(*) from {table}), (select count(*) from full_db.{table}),"
+                f" (select count(*) from (select {keys} from {table} except all select {keys} from full_db.{table}))"
+            ).fetchone()
+            assert counts[0] == counts[1] and counts[2] == 0, (table, counts)
+            if not floats:
+                continue
+            # pair the rows on every exact column (row_number splits rows equal on all of them)
+            order = ", ".join(floats)
+            numbered = (f"select *, row_number() over (partition by {keys} order by {order}) as _rn from {{rel}}")
+            rel_diff = ", ".join(f"abs(coalesce(a.{c}, 0) - coalesce(b.{c}, 0)) / greatest(1e-300, abs(b.{c}))"
+                                 for c in floats)
+            null_diff = " or ".join(f"((a.{c} is null) <> (b.{c} is null))" for c in floats)
+            on = " and ".join(f"a.{c} is not distinct from b.{c}" for c in [*exact, "_rn"])
+            worst, null_mismatch, unpaired = conn.execute(
+                f"select max(greatest({rel_diff}, 0)), count(*) filter (where {null_diff}), count(*) - count(b._rn)"
+                f" from ({numbered.format(rel=table)}) as a"
+                f" left join ({numbered.format(rel='full_db.' + table)}) as b on {on}"
+            ).fetchone()
+            assert (worst or 0) <= 1e-9 and null_mismatch == 0 and unpaired == 0, (table, worst, null_mismatch, unpaired)
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    from mvt_pipeline.simulate import SimulationConfig, simulate
+    from mvt_pipeline.simulate.truth import Faults
+
+    data = tmp_path_factory.mktemp("incr_marts")
+    shutil.copytree(PROJECT_ROOT / "data" / "registry", data / "registry")
+    faults = Faults(duplicate_rate=0.03, late_rate=0.05, bot_share=0.03, flip_rate=0.03)
+    config = SimulationConfig(users=600, days=4, seed=11, faults=faults, start_date=dt.date(2026, 11, 2),
+                              compress=False, exposure_mode={"pricing_abn": "per_factor"})
+    simulate(load_registry(data / "registry"), config, data, log=lambda *_: None)
+    return data, dump_days(data / "raw")
+
+
+def test_nights_recompute_only_touched_units_and_equal_a_full_refresh(nights, tmp_path):
+    data, days = nights
+    assert len(days) >= 4
+    _ingest(data, days[:2])
+    _night(data, days[1])
+    for table in PER_UNIT:  # the first build of each per-unit model covers every unit
+        assert one(data, f"select count(*) from {table}__state") == 1
+
+    # Night 3, with every fct_exposures row marked beforehand (a column nothing downstream reads): rows of units the day did not touch must
+    # keep the mark (not recomputed), rows of touched units must be recomputed.
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        conn.execute("create table main.backup as select exposure_key, n_exposure_events from marts.fct_exposures")
+        conn.execute("update marts.fct_exposures set n_exposure_events = -1")
+    _ingest(data, [days[2]])
+    _night(data, days[2])
+    touched = one(data, "select count(distinct unit_id) from staging.stg_events__unit_changes where change_seq ="
+                        " (select max(change_seq) from staging.stg_events__unit_changes)")
+    exposed = one(data, "select count(distinct unit_id) from marts.fct_exposures")
+    kept = one(data, "select count(distinct unit_id) from marts.fct_exposures where n_exposure_events = -1")
+    assert 0 < touched < exposed and kept > 0
+    assert one(data, "select count(*) from marts.fct_exposures as x where n_exposure_events = -1 and unit_id in"
+                     " (select unit_id from staging.stg_events__unit_changes where change_seq ="
+                     " (select max(change_seq) from staging.stg_events__unit_changes))") == 0
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        conn.execute("update marts.fct_exposures as x set n_exposure_events = b.n_exposure_events from main.backup as b"
+                     " where x.exposure_key = b.exposure_key and x.n_exposure_events = -1")
+        conn.execute("drop table main.backup")
+    _assert_equal_to_full_refresh(data, tmp_path, "night3", days[2])
+
+    # Night 4: a new day, plus day 2 re-delivered with a tenth of its lines gone, plus a late file in
+    # day 4 holding earlier-timestamped copies of day-3 exposures under new ids (first exposures move).
+    raw_files = sorted((data / "raw").glob(f"*/dt={days[1]}/*.jsonl"))
+    for path in raw_files:
+        lines = path.read_text().splitlines()
+        path.write_text("".join(line + "\n" for i, line in enumerate(lines) if i % 10 != 3))
+    late = []
+    for path in sorted((data / "raw").glob(f"*/dt={days[2]}/*.jsonl")):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("event_type") == "exposure" and len(late) < 40:
+                event["event_id"] = f"{event['event_id']}-late"
+                event["ts"] = days[0] + event["ts"][10:]
+                late.append(json.dumps(event))
+    assert late
+    late_dir = next((data / "raw").glob(f"*/dt={days[3]}"))
+    (late_dir / "late-copies.jsonl").write_text("\n".join(late) + "\n")
+    _ingest(data, [days[1], days[3]])
+    _night(data, days[3])
+    _assert_equal_to_full_refresh(data, tmp_path, "night4", days[3])
+
+    # A registry change (a shorter attribution window) and a changed bot var: every unit recomputed.
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        conn.execute("update raw.registry_experiments set attribution_window_days = 2"
+                     " where experiment_id = (select min(experiment_id) from raw.registry_experiments)")
+    _night(data, days[3], bot_events_per_day=40)
+    _assert_equal_to_full_refresh(data, tmp_path, "registry", days[3], bot_events_per_day=40)
+    assert query(data, "select count(*) from staging.stg_events where event_type is null") == [(0,)]
