@@ -13,13 +13,16 @@ EXPECTED_ASSETS = {
     "experiment_registry", "raw_events", "stg_events", "stg_exposure_factors", "fct_exposures",
     "fct_outcomes", "fct_unit_metrics", "agg_cell_stats", "dq_assignment", "factorial_effects",
     "decision_reports", "stale_flag_audit", "dq_daily", "agg_cell_quantiles", "hte_effects",
-    "agg_cell_slo_hourly", "experiment_decisions", "fct_unit_segments",
+    "agg_cell_slo_hourly", "experiment_decisions", "fct_unit_segments", "int_unit_attributes", "int_unit_metrics",
 }
 EXPECTED_PARENTS = {
     "raw_events": {"experiment_registry"},
     "stg_events": {"raw_events"},
     "agg_cell_stats": {"fct_unit_metrics", "fct_unit_segments"},
-    "fct_unit_segments": {"fct_exposures", "stg_events", "experiment_registry"},
+    "fct_unit_segments": {"int_unit_attributes"},
+    "int_unit_attributes": {"fct_exposures", "stg_events", "experiment_registry"},
+    "fct_unit_metrics": {"int_unit_metrics"},
+    "int_unit_metrics": {"fct_outcomes", "fct_exposures", "stg_events", "experiment_registry"},
     "factorial_effects": {"agg_cell_stats", "dq_assignment"},
     "decision_reports": {"factorial_effects", "experiment_decisions", "hte_effects", "stale_flag_audit"},
     "experiment_decisions": {"factorial_effects", "agg_cell_stats", "agg_cell_quantiles", "agg_cell_slo_hourly",
@@ -95,6 +98,7 @@ def test_catalogue_metadata(workdir):
     groups = {graph.get(dg.AssetKey(k)).group_name for k in ("stg_events", "stg_exposure_factors")}
     assert groups == {"staging"}
     assert graph.get(dg.AssetKey("agg_cell_stats")).group_name == "marts"
+    assert {graph.get(dg.AssetKey(k)).group_name for k in ("int_unit_attributes", "int_unit_metrics")} == {"intermediate"}
     assert set(TABLES) >= {"effects", "srm", "cell_bayes", "hte", "hte_heterogeneity", "stale_flags", "decisions",
                            "alerts"}
 
