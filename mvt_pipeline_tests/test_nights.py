@@ -13,6 +13,7 @@ from mvt_pipeline.nights import run_job
 from mvt_pipeline.simulate import Faults
 
 from .conftest import SAMPLE_FLAGS, SAMPLE_REGISTRY
+from .test_dbt_incremental import BOOKKEEPING as WAREHOUSE_BOOKKEEPING
 from .pipeline_runner import generate
 
 NIGHT_TABLES = {  # table -> its key columns (rows compared after sorting by them)
@@ -24,7 +25,7 @@ NIGHT_TABLES = {  # table -> its key columns (rows compared after sorting by the
     "stale_flags": ["flag_key"],
     "decisions": ["experiment_id"],
 }
-BOOKKEEPING = {"computed_at", "report_path", "ingested_watermark"}
+BOOKKEEPING = {"computed_at", "report_path", *WAREHOUSE_BOOKKEEPING}
 
 
 def _night(db, table: str, as_of: str) -> pd.DataFrame:
