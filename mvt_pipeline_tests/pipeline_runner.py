@@ -31,6 +31,12 @@ def run_graph(data_dir: Path, nights: list[str] | None = None, instance=None) ->
     return [r.result for r in results]
 
 
+def ingest_only(data_dir: Path, days: list[str], instance=None) -> list[bool]:
+    """`ingest_day` runs (ingestion and its checks, no dbt or analysis): the history before a night."""
+    instance = instance or dg.DagsterInstance.ephemeral()
+    return [run_job("ingest_day", day, instance=instance).success for day in days]
+
+
 def ingest_again(data_dir: Path, instance=None) -> list:
     instance = instance or dg.DagsterInstance.ephemeral()
     return [run_job("ingest_day", day, instance=instance).result for day in dump_days(data_dir / "raw")]

@@ -132,3 +132,23 @@ def test_dagster_cli_validates_the_workspace(workdir):
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_dbt_resource_skips_the_version_subprocess_and_the_adapter(workdir, monkeypatch):
+    """dagster-dbt would run `dbt --version` and build an in-process adapter on every invocation;
+    ours knows the version from the installed dbt-core and needs no adapter."""
+    import importlib.metadata
+    import subprocess as sp
+
+    from mvt_pipeline.defs.resources import MvtDbtCliResource, build_resources
+
+    resource = build_resources()["dbt"]
+    assert isinstance(resource, MvtDbtCliResource)
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"subprocess started: {args}")
+
+    monkeypatch.setattr("dagster_dbt.core.resource.check_output", no_subprocess)
+    monkeypatch.setattr(sp, "check_output", no_subprocess)
+    assert str(resource._cli_version) == importlib.metadata.version("dbt-core")
+    assert resource._initialize_dbt_core_adapter(["build"]) is None

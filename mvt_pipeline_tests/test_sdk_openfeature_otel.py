@@ -31,7 +31,7 @@ from opentelemetry.sdk.resources import Resource
 
 DAY = "2026-11-02"
 NIGHT_NS = 1_793_613_600_000_000_000  # 2026-11-02T10:00:00Z
-USERS = 2000
+USERS = 900
 FLAGS = {"checkout-cta-color": "cta_color", "checkout-validation": "validation", "checkout-copy": "copy"}
 
 
