@@ -9,8 +9,9 @@
     * each per-unit model keeps `<model>__state` (consumed_seq, fingerprint): on the next build it
       deletes and recomputes only the units logged after consumed_seq, reading its inputs for those
       units alone;
-    * the fingerprint hashes the registry tables and the vars the models read: when it differs (or
-      the state is missing, or the table is new or fully refreshed) the model recomputes every unit.
+    * the fingerprint hashes the registry tables, the vars the models read and the models' SQL: when
+      it differs (or the state is missing, or the table is new or fully refreshed) the model
+      recomputes every unit. A change to a macro alone is not seen: `dbt build --full-refresh`.
   A model that failed or was not selected keeps its consumed_seq, so its next build catches up on
   every change since: a crashed night cannot leave a unit stale. Experiment-wide steps (winsorize
   caps, the top-K ranking of segment values, the per-cell sums) stay full rebuilds over the small
@@ -51,7 +52,15 @@
     {%- endfor -%}
     {%- set vars_text = [var('bot_events_per_day'), var('bot_user_agent_pattern'),
                          var('segment_value_max_chars')] | join('|') -%}
-    md5({{ parts | join(" || '#' || ") }} || '#' || '{{ vars_text | replace("'", "''") }}')
+    {#- the models' own SQL too: an upgrade that changes a model recomputes every unit once -#}
+    {%- set code = [] -%}
+    {%- if execute -%}  {#- the graph is empty while dbt parses -#}
+        {%- for node in graph.nodes.values() | sort(attribute='unique_id') if node.resource_type == 'model' -%}
+            {%- do code.append(node.unique_id ~ '\n' ~ node.raw_code) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    md5({{ parts | join(" || '#' || ") }} || '#' || '{{ vars_text | replace("'", "''") }}'
+        || '#' || '{{ local_md5(code | join('\n')) }}')
 {%- endmacro %}
 
 {%- macro unit_state_relation() -%}
