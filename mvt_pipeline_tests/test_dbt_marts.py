@@ -127,11 +127,11 @@ def ingest(data: Path, days=None) -> None:
             ingest_partition(conn, data / "raw", day, registry)
 
 
-def dbt(data: Path, *args: str, vars_: dict | None = None) -> str:
+def dbt(data: Path, *args: str, vars_: dict | None = None, project_dir: Path = DBT_DIR) -> str:
     env = {**os.environ, **settings().dbt_environment(), "MVT_DUCKDB_PATH": str(data / "wh.duckdb"),
            "MVT_DUCKDB_TEMP_DIR": str(data / "duckdb_tmp"), "DO_NOT_TRACK": "1",
            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    cmd = [DBT, *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+    cmd = [DBT, *args, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
            "--target-path", str(data / "dbt_target"), "--log-path", str(data / "dbt_logs")]
     if vars_:
         cmd += ["--vars", json.dumps(vars_)]

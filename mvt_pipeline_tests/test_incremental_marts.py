@@ -19,7 +19,7 @@ from mvt_pipeline.registry import load_registry
 from mvt_pipeline.registry.warehouse_tables import write_registry_tables
 
 from .test_dbt_incremental import BOOKKEEPING, TABLES
-from .test_dbt_marts import PROJECT_ROOT, dbt, one, query
+from .test_dbt_marts import DBT_DIR, PROJECT_ROOT, dbt, one, query
 
 PER_UNIT = ["staging.stg_exposure_factors", "marts.fct_exposures", "intermediate.int_unit_attributes",
             "marts.fct_outcomes", "intermediate.int_unit_metrics"]
@@ -154,3 +154,14 @@ def test_nights_recompute_only_touched_units_and_equal_a_full_refresh(nights, tm
     _night(data, days[3], bot_events_per_day=40)
     _assert_equal_to_full_refresh(data, tmp_path, "registry", days[3], bot_events_per_day=40)
     assert query(data, "select count(*) from staging.stg_events where event_type is null") == [(0,)]
+
+    # An upgrade that changes a model's SQL (here: a comment) recomputes every unit once.
+    project = tmp_path / "upgraded_dbt"
+    shutil.copytree(DBT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    model = project / "models" / "marts" / "fct_exposures.sql"
+    model.write_text(model.read_text() + "\n-- changed by an upgrade\n")
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        conn.execute("update marts.fct_exposures set n_exposure_events = -1")
+    dbt(data, "run", "--select", "fct_exposures", vars_={"as_of": days[3], "bot_events_per_day": 40},
+        project_dir=project)
+    assert one(data, "select count(*) from marts.fct_exposures where n_exposure_events = -1") == 0

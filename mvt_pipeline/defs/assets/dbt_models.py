@@ -48,6 +48,19 @@ def _table_metadata(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, dict
     return out
 
 
+def dbt_events(invocation) -> list:
+    """Every event of a dbt invocation. dagster-dbt leaves the process running when reading its
+    events fails (e.g. a node the loaded manifest does not know): nobody would drain its stdout, so
+    it would block, holding the warehouse's write lock, and the next night would wait for it."""
+    try:
+        return list(invocation.stream())
+    except BaseException:
+        if invocation.process.poll() is None:
+            invocation.process.kill()
+            invocation.process.wait()
+        raise
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -67,17 +80,7 @@ def mvt_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckd
     args = ["build", "--vars", json.dumps({"as_of": context.partition_key})]
     # dagster-dbt uses the op context either way; passing it spares the deprecated `context.op` it
     # would call on an AssetExecutionContext.
-    invocation = dbt.cli(args, context=context.op_execution_context)
-    try:
-        results = list(invocation.stream())
-    except BaseException:
-        # dagster-dbt leaves the process running when reading its events fails (e.g. a node the
-        # loaded manifest does not know): nobody would drain its stdout, so it would block holding
-        # the warehouse's write lock and the next night would wait for it.
-        if invocation.process.poll() is None:
-            invocation.process.kill()
-            invocation.process.wait()
-        raise
+    results = dbt_events(dbt.cli(args, context=context.op_execution_context))
     relations = {}
     for key in context.selected_asset_keys:
         relation = context.assets_def.specs_by_key[key].metadata.get("dagster/table_name")
