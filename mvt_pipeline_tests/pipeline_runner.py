@@ -31,15 +31,11 @@ def run_graph(data_dir: Path, nights: list[str] | None = None, instance=None) ->
     return [r.result for r in results]
 
 
-def ingest_only(data_dir: Path, days: list[str], instance=None) -> list[bool]:
-    """`ingest_day` runs (ingestion and its checks, no dbt or analysis): the history before a night."""
+def ingest_again(data_dir: Path, instance=None, days: list[str] | None = None) -> list:
+    """`ingest_day` runs (ingestion and its checks, no dbt or analysis) for the days (default: every
+    day folder); returns the runs' ExecuteInProcessResults."""
     instance = instance or dg.DagsterInstance.ephemeral()
-    return [run_job("ingest_day", day, instance=instance).success for day in days]
-
-
-def ingest_again(data_dir: Path, instance=None) -> list:
-    instance = instance or dg.DagsterInstance.ephemeral()
-    return [run_job("ingest_day", day, instance=instance).result for day in dump_days(data_dir / "raw")]
+    return [run_job("ingest_day", day, instance=instance).result for day in days or dump_days(data_dir / "raw")]
 
 
 def query(data_dir: Path, sql: str, params=None):

@@ -20,14 +20,19 @@ TABLES = ["staging.stg_events", "staging.stg_exposure_factors", "marts.fct_expos
 BOOKKEEPING = {"ingested_watermark", "dbt_batch_id", "prior_unit_id"}
 
 
+def columns(conn, table: str) -> list[tuple[str, str]]:
+    """(name, type) of a warehouse table's columns, bookkeeping left out."""
+    schema, name = table.split(".")
+    return [(c, t) for c, t in conn.execute(
+        "select column_name, data_type from information_schema.columns where table_catalog = current_database()"
+        " and table_schema = ? and table_name = ? order by ordinal_position", [schema, name]).fetchall()
+        if c not in BOOKKEEPING]
+
+
 def _diff_rows(inc_path, full_path, table: str) -> int:
     with duckdb.connect(str(inc_path), read_only=True) as conn:
         conn.execute(f"attach '{full_path}' as full_db (read_only)")
-        schema, name = table.split(".")
-        cols = [r[0] for r in conn.execute(
-            "select column_name from information_schema.columns where table_catalog = current_database()"
-            " and table_schema = ? and table_name = ? order by ordinal_position", [schema, name]).fetchall()
-            if r[0] not in BOOKKEEPING]
+        cols = [c for c, _type in columns(conn, table)]
         sel = ", ".join(f'"{c}"' for c in cols)
         return conn.execute(
             f"select count(*) from ((select {sel} from {table} except all select {sel} from full_db.{table})"

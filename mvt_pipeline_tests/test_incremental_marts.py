@@ -13,36 +13,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mvt_pipeline.ingest import ingest_partition
 from mvt_pipeline.ingest.dump_folders import dump_days
 from mvt_pipeline.registry import load_registry
-from mvt_pipeline.registry.warehouse_tables import write_registry_tables
 
-from .test_dbt_incremental import BOOKKEEPING, TABLES
-from .test_dbt_marts import DBT_DIR, PROJECT_ROOT, dbt, one, query
+from .test_dbt_incremental import TABLES, columns
+from .test_dbt_marts import DBT_DIR, PROJECT_ROOT, dbt, ingest, one, query
 
 PER_UNIT = ["staging.stg_exposure_factors", "marts.fct_exposures", "intermediate.int_unit_attributes",
             "marts.fct_outcomes", "intermediate.int_unit_metrics"]
 
 
-def _ingest(data: Path, days: list[str]) -> None:
-    registry = load_registry(data / "registry")
-    with duckdb.connect(str(data / "wh.duckdb")) as conn:
-        write_registry_tables(conn, registry)
-        for day in days:
-            ingest_partition(conn, data / "raw", day, registry)
-
-
 def _night(data: Path, day: str, **vars_) -> None:
     dbt(data, "run", vars_={"as_of": day, **vars_})
-
-
-def _columns(conn, table: str) -> list[tuple[str, str]]:
-    schema, name = table.split(".")
-    return [(c, t) for c, t in conn.execute(
-        "select column_name, data_type from information_schema.columns where table_catalog = current_database()"
-        " and table_schema = ? and table_name = ? order by ordinal_position", [schema, name]).fetchall()
-        if c not in BOOKKEEPING]
 
 
 def _q(column: str) -> str:
@@ -58,7 +40,7 @@ def _assert_equal_to_full_refresh(data: Path, tmp: Path, name: str, day: str, **
     with duckdb.connect(str(data / "wh.duckdb"), read_only=True) as conn:
         conn.execute(f"attach '{full / 'wh.duckdb'}' as full_db (read_only)")
         for table in TABLES:
-            cols = _columns(conn, table)
+            cols = columns(conn, table)
             exact = [_q(c) for c, t in cols if t not in ("DOUBLE", "FLOAT")]
             floats = [_q(c) for c, t in cols if t in ("DOUBLE", "FLOAT")]
             keys = ", ".join(exact)
@@ -101,7 +83,7 @@ def nights(tmp_path_factory):
 def test_nights_recompute_only_touched_units_and_equal_a_full_refresh(nights, tmp_path):
     data, days = nights
     assert len(days) >= 4
-    _ingest(data, days[:2])
+    ingest(data, days[:2])
     _night(data, days[1])
     for table in PER_UNIT:  # the first build of each per-unit model covers every unit
         assert one(data, f"select count(*) from {table}__state") == 1
@@ -111,7 +93,7 @@ def test_nights_recompute_only_touched_units_and_equal_a_full_refresh(nights, tm
     with duckdb.connect(str(data / "wh.duckdb")) as conn:
         conn.execute("create table main.backup as select exposure_key, n_exposure_events from marts.fct_exposures")
         conn.execute("update marts.fct_exposures set n_exposure_events = -1")
-    _ingest(data, [days[2]])
+    ingest(data, [days[2]])
     _night(data, days[2])
     touched = one(data, "select count(distinct unit_id) from staging.stg_events__unit_changes where change_seq ="
                         " (select max(change_seq) from staging.stg_events__unit_changes)")
@@ -143,7 +125,7 @@ def test_nights_recompute_only_touched_units_and_equal_a_full_refresh(nights, tm
     assert late
     late_dir = next((data / "raw").glob(f"*/dt={days[3]}"))
     (late_dir / "late-copies.jsonl").write_text("\n".join(late) + "\n")
-    _ingest(data, [days[1], days[3]])
+    ingest(data, [days[1], days[3]])
     _night(data, days[3])
     _assert_equal_to_full_refresh(data, tmp_path, "night4", days[3])
 

@@ -28,7 +28,7 @@
 
 {# Where stg_events records the as_of of its last build (read by its next incremental run). #}
 {% macro as_of_state_relation(relation) -%}
-    {{ relation.schema }}.{{ relation.identifier }}__as_of
+    {{ sibling_relation(relation, 'as_of') }}
 {%- endmacro %}
 
 {% macro record_as_of(relation) -%}

@@ -70,6 +70,17 @@
     (date_diff('microsecond', {{ start_expr }}, {{ end_expr }}) / 1e6)
 {%- endmacro %}
 
+{# A bookkeeping table beside a model (`<model>__<suffix>`, same schema): as_of and unit-change state. #}
+{% macro sibling_relation(relation, suffix) -%}
+    {{ return(relation.incorporate(path={'identifier': relation.identifier ~ '__' ~ suffix})) }}
+{%- endmacro %}
+
+{# That table if it exists in the warehouse, else none. #}
+{% macro existing_sibling_relation(relation, suffix) -%}
+    {%- set wanted = sibling_relation(relation, suffix) -%}
+    {{ return(adapter.get_relation(wanted.database, wanted.schema, wanted.identifier)) }}
+{%- endmacro %}
+
 {# The rows of a batch the incremental stg_events deletes after delete+insert (tombstones). #}
 {% macro tombstone_cleanup(relation) -%}
     delete from {{ relation }} where event_type is null

@@ -20,18 +20,16 @@
 #}
 
 {%- macro unit_changes_relation() -%}
-    {%- set events = ref('stg_events') -%}
-    {{ return(events.incorporate(path={'identifier': events.identifier ~ '__unit_changes'})) }}
+    {{ return(sibling_relation(ref('stg_events'), 'unit_changes')) }}
 {%- endmacro %}
 
 {# post-hooks of stg_events: log the units of this build's rows (before the tombstones go) #}
 {% macro create_unit_changes_log() -%}
-    create table if not exists {{ this.incorporate(path={'identifier': this.identifier ~ '__unit_changes'}) }}
-        (unit_id varchar, change_seq bigint)
+    create table if not exists {{ sibling_relation(this, 'unit_changes') }} (unit_id varchar, change_seq bigint)
 {%- endmacro %}
 
 {% macro record_unit_changes() -%}
-    {%- set log = this.incorporate(path={'identifier': this.identifier ~ '__unit_changes'}) -%}
+    {%- set log = sibling_relation(this, 'unit_changes') -%}
     insert into {{ log }} (unit_id, change_seq)
     select distinct unit_id, (select coalesce(max(change_seq), 0) + 1 from {{ log }})
     from (
@@ -63,10 +61,6 @@
         || '#' || '{{ local_md5(code | join('\n')) }}')
 {%- endmacro %}
 
-{%- macro unit_state_relation() -%}
-    {{ return(this.incorporate(path={'identifier': this.identifier ~ '__state'})) }}
-{%- endmacro %}
-
 {#-
   The units this build recomputes: {'all': true} or {'all': false, 'after': a, 'upto': b} (the
   change_seq range). Read at compile time and again by the pre-hook; nothing writes the log or the
@@ -77,7 +71,7 @@
     {%- if not execute or not is_incremental() -%}
         {{ return({'all': true}) }}
     {%- endif -%}
-    {%- set state = adapter.get_relation(this.database, this.schema, this.identifier ~ '__state') -%}
+    {%- set state = existing_sibling_relation(this, 'state') -%}
     {%- if state is none -%}
         {{ return({'all': true}) }}
     {%- endif -%}
@@ -111,7 +105,7 @@
 
 {# post-hook: what this build consumed #}
 {% macro record_unit_state() -%}
-    create or replace table {{ unit_state_relation() }} as
+    create or replace table {{ sibling_relation(this, 'state') }} as
     select (select coalesce(max(change_seq), 0) from {{ unit_changes_relation() }}) as consumed_seq,
            {{ unit_inputs_fingerprint_sql() }} as fingerprint
 {%- endmacro %}

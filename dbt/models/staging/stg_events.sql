@@ -31,7 +31,7 @@
 ) }}
 
 {% if is_incremental() %}
-    {%- set state = adapter.get_relation(this.database, this.schema, this.identifier ~ '__as_of') -%}
+    {%- set state = existing_sibling_relation(this, 'as_of') -%}
     {#- a table built before the as_of state existed held every ingested day -#}
     {%- set previous_as_of = "(select max(as_of) from " ~ state ~ ")" if state is not none
                              else "cast('9999-12-31' as date)" -%}
