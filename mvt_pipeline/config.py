@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
 # Defaults, defined once. DuckDB's memory cap applies to the Python connections and to dbt alike
 # (dbt receives it through the environment, see `dbt_environment`): a large night spills to disk.
 DEFAULT_DUCKDB_MEMORY_LIMIT = "4GB"
+# the night dbt builds, handed to the dbt subprocess (night_environment; dbt/macros/as_of.sql)
+AS_OF_VARIABLE = "MVT_AS_OF"
 DEFAULT_PARTITIONS_START = "2026-10-01"
 DEFAULT_NIGHTLY_CRON = "0 3 * * *"  # 03:00 every day, for the previous (last complete) day
 DEFAULT_NIGHTLY_TIMEZONE = "UTC"
@@ -180,6 +183,13 @@ class Settings:
     def duckdb_temp_dir(self) -> Path:
         return self.duckdb_path.parent / "duckdb_tmp"
 
+    @property
+    def dbt_target_dir(self) -> Path:
+        """dbt's artifacts of the nights of this warehouse (manifest, run_results, compiled SQL): one
+        folder kept from night to night, so dbt parses only what changed (its partial-parse file is
+        valid for one profile, i.e. one warehouse) and nothing piles up."""
+        return self.duckdb_path.parent / "dbt_target"
+
     def duckdb_config(self) -> dict[str, str]:
         """The settings of every DuckDB connection the project opens (the warehouse's writers and
         readers, `mvt validate-dump`'s scratch database) and of dbt's (`dbt_environment`): one memory
@@ -239,6 +249,20 @@ def export_dbt_environment(s: Settings | None = None) -> None:
     """Put the warehouse path and memory cap where the dbt subprocess reads them. dagster-dbt starts
     dbt with this process's environment, so this is the one way to hand them over."""
     os.environ.update((s or settings()).dbt_environment())
+
+
+@contextmanager
+def night_environment(as_of: str):
+    """MVT_AS_OF, the night dbt builds (dbt/macros/as_of.sql), for a dbt started inside the block."""
+    previous = os.environ.get(AS_OF_VARIABLE)
+    os.environ[AS_OF_VARIABLE] = as_of
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(AS_OF_VARIABLE, None)
+        else:
+            os.environ[AS_OF_VARIABLE] = previous
 
 
 def export_dagster_home(home: Path) -> None:

@@ -147,3 +147,55 @@ def test_nights_recompute_only_touched_units_and_equal_a_full_refresh(nights, tm
     dbt(data, "run", "--select", "fct_exposures", vars_={"as_of": days[3], "bot_events_per_day": 40},
         project_dir=project)
     assert one(data, "select count(*) from marts.fct_exposures where n_exposure_events = -1") == 0
+
+
+def _failing_tests(data: Path, *args: str, **vars_) -> set[str]:
+    """The data tests a dbt invocation failed (it must fail)."""
+    with pytest.raises(AssertionError):
+        dbt(data, *args, vars_=vars_)
+    results = json.loads((data / "dbt_target" / "run_results.json").read_text())["results"]
+    return {r["unique_id"].split(".")[2] for r in results if r["status"] in ("fail", "error")}
+
+
+@pytest.fixture
+def two_nights(tmp_path):
+    from mvt_pipeline.simulate import SimulationConfig, simulate
+
+    data = tmp_path / "data"
+    shutil.copytree(PROJECT_ROOT / "data" / "registry", data / "registry")
+    simulate(load_registry(data / "registry"),
+             SimulationConfig(users=300, days=3, seed=5, start_date=dt.date(2026, 11, 2), compress=False),
+             data, log=lambda *_: None)
+    return data, dump_days(data / "raw")
+
+
+def test_build_tests_check_the_rows_the_build_wrote(two_nights):
+    """`dbt build` tests an incremental model on the rows it wrote this build (dbt/macros/tested_rows.sql):
+    a bad row the build did not write passes unseen, `dbt test` on its own still finds it, and a bad
+    row the build wrote fails the build."""
+    data, days = two_nights
+    ingest(data, days[:2])
+    dbt(data, "build", vars_={"as_of": days[1]})
+    ingest(data, [days[2]])
+    untouched = one(data, f"select min(unit_id) from marts.fct_exposures where unit_id not in"
+                          f" (select unit_id from raw.events where dt = '{days[2]}')")
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        conn.execute("update marts.fct_exposures set n_cells_seen = null where unit_id = ?", [untouched])
+        conn.execute("update staging.stg_events set n_copies = null where unit_id = ?", [untouched])
+    dbt(data, "build", vars_={"as_of": days[2]})
+    compiled = next((data / "dbt_target" / "run").rglob("not_null_fct_exposures_n_cells_seen.sql")).read_text()
+    assert "dbt_batch_id = '" in compiled
+    assert "dbt_batch_id" not in next((data / "dbt_target" / "run").rglob(
+        "not_null_agg_cell_stats_n_units.sql")).read_text()  # a table: checked whole
+    assert {"not_null_fct_exposures_n_cells_seen", "not_null_stg_events_n_copies"} <= _failing_tests(
+        data, "test", as_of=days[2])
+
+    # a row this build writes is checked: a bad event type in the new day fails the build
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        conn.execute("update marts.fct_exposures set n_cells_seen = 1 where unit_id = ?", [untouched])
+        conn.execute("update staging.stg_events set n_copies = 1 where unit_id = ?", [untouched])
+        # re-delivered (a later ingested_at): the build rereads the day
+        conn.execute("update raw.events set event_type = 'bogus', ingested_at = ingested_at + interval 1 hour"
+                     f" where event_id = (select min(event_id) from raw.events where dt = '{days[2]}')")
+    assert "accepted_values_stg_events_event_type__exposure__metric" in _failing_tests(
+        data, "build", as_of=days[2])

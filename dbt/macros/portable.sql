@@ -42,6 +42,29 @@
     string_agg({{ expr }}, '{{ sep }}' order by {{ order_by }})
 {%- endmacro %}
 
+{#- the value of `expr` on the row that sorts first by the `order_by` columns (a NULL there is kept):
+    an aggregate, so picking a first row costs a hash group-by, not a sort of every row -#}
+{% macro first_by(expr, order_by) -%}
+    {{ return(adapter.dispatch('first_by', 'mvt_pipeline')(expr, order_by)) }}
+{%- endmacro %}
+{% macro default__first_by(expr, order_by) -%}
+    min_by({{ expr }}, struct({{ order_by | join(', ') }}))
+{%- endmacro %}
+{% macro duckdb__first_by(expr, order_by) -%}
+    arg_min_null({{ expr }}, ({{ order_by | join(', ') }}))
+{%- endmacro %}
+
+{#- a struct of the named columns, each field named as its column (read back as `x.column`) -#}
+{% macro struct_of(columns) -%}
+    {{ return(adapter.dispatch('struct_of', 'mvt_pipeline')(columns)) }}
+{%- endmacro %}
+{% macro default__struct_of(columns) -%}
+    named_struct({% for c in columns %}'{{ c }}', {{ c }}{{ ', ' if not loop.last }}{% endfor %})
+{%- endmacro %}
+{% macro duckdb__struct_of(columns) -%}
+    struct_pack({% for c in columns %}{{ c }} := {{ c }}{{ ', ' if not loop.last }}{% endfor %})
+{%- endmacro %}
+
 {% macro regex_matches(expr, pattern) -%}
     {{ return(adapter.dispatch('regex_matches', 'mvt_pipeline')(expr, pattern)) }}
 {%- endmacro %}

@@ -29,5 +29,6 @@ select
     top_k,
     case when attribute_value is null or trim(attribute_value) = '' then 'unknown'
          when {{ is_redacted('attribute_value') }} then 'redacted'
-         else left(attribute_value, {{ var('segment_value_max_chars') }}) end as value
+         else left(attribute_value, {{ var('segment_value_max_chars') }}) end as value,
+    '{{ invocation_id }}' as dbt_batch_id
 from attributes

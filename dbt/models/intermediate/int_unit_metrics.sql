@@ -20,19 +20,33 @@ units as (
     where is_analysable and {{ in_changed_units('unit_id') }}
 ),
 
+-- per (unit, source metric, period) first, then onto the metrics that read each source: no
+-- fan-out of every attributed event over all of the experiment's metrics
+source_sums as (
+    select
+        o.experiment_id, o.unit_id, o.source_metric, o.period,
+        sum(o.value) as value_sum,
+        count(*) as value_count,
+        max(case when o.value > 0 then 1 else 0 end) as value_any
+    from {{ ref('fct_outcomes') }} as o
+    where {{ in_changed_units('o.unit_id') }}
+    group by o.experiment_id, o.unit_id, o.source_metric, o.period
+),
+
 sums as (
     select
         o.experiment_id, o.unit_id, d.metric, o.period,
-        sum(case when o.source_metric = d.source_metric then o.value end) as src_sum,
-        count(case when o.source_metric = d.source_metric then 1 end) as src_count,
-        max(case when o.source_metric = d.source_metric and o.value > 0 then 1 else 0 end) as src_any,
-        sum(case when o.source_metric = d.numerator_source then o.value end) as num_sum,
-        count(case when o.source_metric = d.numerator_source then 1 end) as num_count,
-        sum(case when o.source_metric = d.denominator_source then o.value end) as den_sum,
-        count(case when o.source_metric = d.denominator_source then 1 end) as den_count
-    from {{ ref('fct_outcomes') }} as o
-    inner join metric_defs as d on d.experiment_id = o.experiment_id
-    where {{ in_changed_units('o.unit_id') }}
+        sum(case when o.source_metric = d.source_metric then o.value_sum end) as src_sum,
+        sum(case when o.source_metric = d.source_metric then o.value_count else 0 end) as src_count,
+        max(case when o.source_metric = d.source_metric then o.value_any else 0 end) as src_any,
+        sum(case when o.source_metric = d.numerator_source then o.value_sum end) as num_sum,
+        sum(case when o.source_metric = d.numerator_source then o.value_count else 0 end) as num_count,
+        sum(case when o.source_metric = d.denominator_source then o.value_sum end) as den_sum,
+        sum(case when o.source_metric = d.denominator_source then o.value_count else 0 end) as den_count
+    from source_sums as o
+    inner join metric_defs as d
+        on d.experiment_id = o.experiment_id
+       and o.source_metric in (d.source_metric, d.numerator_source, d.denominator_source)
     group by o.experiment_id, o.unit_id, d.metric, o.period
 ),
 
@@ -73,4 +87,4 @@ per_unit as (
        and s_pre.metric = d.metric and s_pre.period = 'pre'
 )
 
-select * from per_unit
+select *, '{{ invocation_id }}' as dbt_batch_id from per_unit

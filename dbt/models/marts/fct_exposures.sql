@@ -10,26 +10,24 @@ with unit_exposures as (
     select * from {{ ref('stg_exposure_factors') }} where {{ in_changed_units('unit_id') }}
 ),
 
-factor_events as (
-    select
-        experiment_id, unit_id, factor, position, level, ts, event_id, device_id, hash_version,
-        user_agent, n_event_factors,
-        row_number() over (
-            partition by experiment_id, unit_id, factor order by ts, event_id
-        ) as factor_rank
-    from unit_exposures
-),
-
+-- Aggregates only (no windows over the exposure rows): the first level of a factor is the level of
+-- its earliest (ts, event_id) row, picked by first_by; a sort of every exposure row per unit spills
+-- at scale.
 per_factor as (
-    select experiment_id, unit_id, factor, count(distinct level) as n_levels
-    from factor_events
-    group by experiment_id, unit_id, factor
+    select
+        experiment_id, unit_id, factor, position,
+        count(distinct level) as n_levels,
+        {{ first_by('level', ['ts', 'event_id']) }} as first_level
+    from unit_exposures
+    group by experiment_id, unit_id, factor, position
 ),
 
-flips as (
+cells as (
     select
         experiment_id,
         unit_id,
+        {{ ordered_string_agg("factor || '=' || first_level", '|', 'position') }} as cell_id,
+        count(*) as n_factors_seen,
         max(n_levels) as max_levels_per_factor,
         -- combinations of the levels seen: the cells a per-factor exposure stream may have shown
         cast(round(exp(sum(ln(n_levels)))) as integer) as level_combinations
@@ -37,24 +35,17 @@ flips as (
     group by experiment_id, unit_id
 ),
 
-cells as (
-    select
-        experiment_id,
-        unit_id,
-        {{ ordered_string_agg("factor || '=' || level", '|', 'position') }} as cell_id,
-        count(*) as n_factors_seen
-    from factor_events
-    where factor_rank = 1
-    group by experiment_id, unit_id
-),
-
--- whole-cell exposure events: each carries a complete cell, so distinct cells are countable exactly
+-- Whole-cell exposure events: each carries a complete cell, so distinct cells are countable
+-- exactly. Only a unit that saw two levels of some factor can have seen two cells: the others
+-- count one cell (coalesce below), so only the flipped units' events are strung together.
 event_cells as (
     select
         fe.experiment_id, fe.unit_id, fe.event_id,
         {{ ordered_string_agg("fe.factor || '=' || fe.level", '|', 'fe.position') }} as event_cell
-    from factor_events as fe
+    from unit_exposures as fe
     inner join {{ source('raw', 'registry_experiments') }} as r on r.experiment_id = fe.experiment_id
+    inner join cells as c
+        on c.experiment_id = fe.experiment_id and c.unit_id = fe.unit_id and c.max_levels_per_factor > 1
     where fe.n_event_factors = r.n_factors
     group by fe.experiment_id, fe.unit_id, fe.event_id
 ),
@@ -67,30 +58,10 @@ whole_cells as (
 
 partial_units as (
     select fe.experiment_id, fe.unit_id, count(*) as n_partial_rows
-    from factor_events as fe
+    from unit_exposures as fe
     inner join {{ source('raw', 'registry_experiments') }} as r on r.experiment_id = fe.experiment_id
     where fe.n_event_factors < r.n_factors
     group by fe.experiment_id, fe.unit_id
-),
-
-hash_changes as (
-    select experiment_id, unit_id, sum(changed) as n_hash_version_changes
-    from (
-        select
-            experiment_id, unit_id,
-            case when hash_version <> lag(hash_version) over (
-                     partition by experiment_id, unit_id order by ts, event_id)
-                 then 1 else 0 end as changed
-        from (select distinct experiment_id, unit_id, event_id, ts, hash_version from factor_events) as ev
-    ) as x
-    group by experiment_id, unit_id
-),
-
-first_event as (
-    select
-        experiment_id, unit_id, event_id, device, platform, country, is_new_user,
-        row_number() over (partition by experiment_id, unit_id order by ts, event_id) as rn
-    from unit_exposures
 ),
 
 unit_exposure as (
@@ -103,8 +74,30 @@ unit_exposure as (
         count(distinct device_id) as n_devices,
         count(distinct hash_version) as n_hash_versions,
         max(case when {{ regex_matches('lower(user_agent)', var('bot_user_agent_pattern')) }}
-                 then 1 else 0 end) as bot_user_agent
-    from factor_events
+                 then 1 else 0 end) as bot_user_agent,
+        -- the first exposure event's own fields (the rows of one event share them), in one aggregate
+        {{ first_by(struct_of(['event_id', 'device', 'platform', 'country', 'is_new_user']),
+                    ['ts', 'event_id']) }} as first_event
+    from unit_exposures
+    group by experiment_id, unit_id
+),
+
+-- hash-version changes along the unit's exposures in time order; a unit with one version has none
+hash_changes as (
+    select experiment_id, unit_id, sum(changed) as n_hash_version_changes
+    from (
+        select
+            experiment_id, unit_id,
+            case when hash_version <> lag(hash_version) over (
+                     partition by experiment_id, unit_id order by ts, event_id)
+                 then 1 else 0 end as changed
+        from (
+            select distinct ev.experiment_id, ev.unit_id, ev.event_id, ev.ts, ev.hash_version
+            from unit_exposures as ev
+            inner join unit_exposure as u
+                on u.experiment_id = ev.experiment_id and u.unit_id = ev.unit_id and u.n_hash_versions > 1
+        ) as ev
+    ) as x
     group by experiment_id, unit_id
 ),
 
@@ -123,7 +116,7 @@ assembled as (
         u.unit_id,
         u.experiment_id || ':' || u.unit_id as exposure_key,
         u.first_exposure_at,
-        fe.event_id as first_exposure_event_id,
+        u.first_event.event_id as first_exposure_event_id,
         u.last_exposure_at,
         {{ add_days('u.first_exposure_at', 'r.attribution_window_days') }} as attribution_end_at,
         u.n_exposure_events,
@@ -131,8 +124,8 @@ assembled as (
         c.n_factors_seen,
         r.n_factors,
         case when p.unit_id is null then coalesce(w.n_whole_cells, 1)
-             else greatest(coalesce(w.n_whole_cells, 1), f.level_combinations) end as n_cells_seen,
-        f.max_levels_per_factor > 1 as is_flipped,
+             else greatest(coalesce(w.n_whole_cells, 1), c.level_combinations) end as n_cells_seen,
+        c.max_levels_per_factor > 1 as is_flipped,
         u.n_devices,
         u.n_hash_versions,
         coalesce(h.n_hash_version_changes, 0) as n_hash_version_changes,
@@ -143,15 +136,12 @@ assembled as (
             as is_bot,
         c.n_factors_seen < r.n_factors as is_incomplete,
         r.flip_policy,
-        fe.device,
-        fe.platform,
-        fe.country,
-        fe.is_new_user
+        u.first_event.device as device,
+        u.first_event.platform as platform,
+        u.first_event.country as country,
+        u.first_event.is_new_user as is_new_user
     from unit_exposure as u
     inner join cells as c on c.experiment_id = u.experiment_id and c.unit_id = u.unit_id
-    inner join flips as f on f.experiment_id = u.experiment_id and f.unit_id = u.unit_id
-    inner join first_event as fe
-        on fe.experiment_id = u.experiment_id and fe.unit_id = u.unit_id and fe.rn = 1
     inner join {{ source('raw', 'registry_experiments') }} as r on r.experiment_id = u.experiment_id
     left join whole_cells as w on w.experiment_id = u.experiment_id and w.unit_id = u.unit_id
     left join partial_units as p on p.experiment_id = u.experiment_id and p.unit_id = u.unit_id
@@ -166,5 +156,6 @@ select
         when is_incomplete then 'incomplete_assignment'
         when is_flipped and flip_policy = 'exclude' then 'flipped'
     end as exclusion_reason,
-    not (is_bot or is_incomplete or (is_flipped and flip_policy = 'exclude')) as is_analysable
+    not (is_bot or is_incomplete or (is_flipped and flip_policy = 'exclude')) as is_analysable,
+    '{{ invocation_id }}' as dbt_batch_id
 from assembled

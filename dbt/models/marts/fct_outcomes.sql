@@ -45,4 +45,4 @@ candidate as (
       and {{ in_changed_units('e.unit_id') }}
 )
 
-select * from candidate where period is not null
+select *, '{{ invocation_id }}' as dbt_batch_id from candidate where period is not null

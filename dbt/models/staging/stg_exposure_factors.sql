@@ -30,6 +30,7 @@ with factor_rows as (
 
 select
     *,
-    count(*) over (partition by event_id) as n_event_factors
+    count(*) over (partition by event_id) as n_event_factors,
+    '{{ invocation_id }}' as dbt_batch_id
 from factor_rows
 where level is not null

@@ -1,4 +1,3 @@
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -7,7 +6,7 @@ import duckdb as duckdb_lib
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from dagster_duckdb import DuckDBResource
 
-from ...config import export_dbt_environment, settings
+from ...config import export_dbt_environment, night_environment, settings
 from ..catalog import PLATFORM_TEAM, column_schema
 from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions
 from ..resources import WAREHOUSE_POOL, dbt_project
@@ -77,10 +76,14 @@ def mvt_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckd
     stats, built from the raw rows with dt <= the night (dbt var `as_of`)."""
     s = settings()
     export_dbt_environment(s)  # dbt runs in a subprocess that reads the warehouse from the environment
-    args = ["build", "--vars", json.dumps({"as_of": context.partition_key})]
-    # dagster-dbt uses the op context either way; passing it spares the deprecated `context.op` it
-    # would call on an AssetExecutionContext.
-    results = dbt_events(dbt.cli(args, context=context.op_execution_context))
+    context.log.info(f"dbt build of the night {context.partition_key} (dbt as_of)")
+    # The night goes to dbt in its environment, not --vars (dbt/macros/as_of.sql: partial parsing).
+    # dagster-dbt starts dbt with this process's environment inside `cli`: set it for that call only.
+    with night_environment(context.partition_key):
+        # dagster-dbt uses the op context either way; passing it spares the deprecated `context.op` it
+        # would call on an AssetExecutionContext.
+        invocation = dbt.cli(["build"], context=context.op_execution_context, target_path=s.dbt_target_dir)
+    results = dbt_events(invocation)
     relations = {}
     for key in context.selected_asset_keys:
         relation = context.assets_def.specs_by_key[key].metadata.get("dagster/table_name")
