@@ -10,7 +10,9 @@ RSS is per variant; RSS is the sum over the variant's process tree, dbt's includ
   the last day (ingest + dbt build + effects + HTE + guardrails + reports + audit), as `mvt` runs them;
 - `floor_query`: `bench/marts_bench.py`'s hand-written query (the same `agg_cell_stats`) on the
   warehouse the cold night left;
-- `incremental`: the day after, added to that data directory, and its `nightly` run.
+- `incremental`: the day after, added to that data directory, and its `nightly` run;
+- `repeat`: that `nightly` run once more, with nothing new: the fixed overhead of a night (Dagster
+  and dbt start-up, every model's and test's queries over no new rows, statistics, reports).
 
 floor = floor_load + floor_query. Printed: medians per variant, ratios, peak RSS and the Dagster step
 durations of the last round (where the time goes).
@@ -125,7 +127,7 @@ def _step_seconds(instance, run_ids: list[str]) -> dict:
 
 def child_night(kind: str, source: Path, run_dir: Path, days: list[str]) -> dict:
     """cold: every day but the last ingested, then the last day's nightly run; incremental: the
-    next day added and its nightly run."""
+    next day added and its nightly run; repeat: that nightly run again (nothing new)."""
     import dagster as dg
 
     from mvt_pipeline.nights import ensure_dagster_home, run_job
@@ -141,7 +143,7 @@ def child_night(kind: str, source: Path, run_dir: Path, days: list[str]) -> dict
             if not res.success:
                 raise SystemExit(f"ingest {day}: {res.error}")
             run_ids.append(res.run_id)
-    else:
+    elif kind == "incremental":
         _link_day(source, data, night)
     res = run_job("nightly", night, instance=instance)
     if not res.success:
@@ -199,7 +201,7 @@ def main() -> None:
         return
     if args.child:
         days = json.loads(os.environ["MVT_BENCH_DAYS"])
-        if args.child in ("cold", "incremental"):
+        if args.child in ("cold", "incremental", "repeat"):
             out = child_night(args.child, source, args.run_dir, days)
         elif args.child == "floor_query":
             out = child_floor_query(args.run_dir / "floor.duckdb", args.memory_limit)
@@ -245,9 +247,10 @@ def main() -> None:
         results.setdefault("floor_query", []).append(res)
         print(json.dumps(res), file=sys.stderr, flush=True)
         env["MVT_BENCH_DAYS"] = json.dumps([*history, extra])
-        res = _run_child(["--child", "incremental", *common], env)
-        results.setdefault("incremental", []).append(res)
-        print(json.dumps({k: v for k, v in res.items() if k != "steps"}), file=sys.stderr, flush=True)
+        for variant in ("incremental", "repeat"):
+            res = _run_child(["--child", variant, *common], env)
+            results.setdefault(variant, []).append(res)
+            print(json.dumps({k: v for k, v in res.items() if k != "steps"}), file=sys.stderr, flush=True)
 
     med = {v: statistics.median(r["seconds"] for r in rs) for v, rs in results.items()}
     floor = med["floor_load"] + med["floor_query"]
@@ -264,6 +267,7 @@ def main() -> None:
         "incremental_over_cold": round(med["incremental"] / med["cold"], 2),
         "steps_cold_last_run": results["cold"][-1]["steps"],
         "steps_incremental_last_run": results["incremental"][-1]["steps"],
+        "steps_repeat_last_run": results["repeat"][-1]["steps"],
     }
     print(json.dumps(summary, indent=2))
 
