@@ -14,7 +14,8 @@ from .test_dbt_marts import HAND_VARS, dbt, ingest, iso, make_hand_made, one, qu
 
 TABLES = ["staging.stg_events", "staging.stg_exposure_factors", "marts.fct_exposures", "intermediate.int_unit_attributes",
           "marts.fct_unit_segments", "marts.fct_outcomes", "intermediate.int_unit_metrics", "marts.fct_unit_metrics",
-          "marts.agg_cell_stats", "marts.agg_cell_quantiles", "marts.agg_cell_slo_hourly", "marts.dq_assignment",
+          "marts.agg_cell_stats", "marts.agg_cell_quantiles", "intermediate.int_unit_slo_hourly",
+          "marts.agg_cell_slo_hourly", "marts.dq_assignment",
           "marts.dq_daily"]
 # when and by which build a row was (re)computed, and the unit an id had before: differ by design
 BOOKKEEPING = {"ingested_watermark", "dbt_batch_id", "prior_unit_id"}

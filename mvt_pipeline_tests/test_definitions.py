@@ -14,6 +14,7 @@ EXPECTED_ASSETS = {
     "fct_outcomes", "fct_unit_metrics", "agg_cell_stats", "dq_assignment", "factorial_effects",
     "decision_reports", "stale_flag_audit", "dq_daily", "agg_cell_quantiles", "hte_effects",
     "agg_cell_slo_hourly", "experiment_decisions", "fct_unit_segments", "int_unit_attributes", "int_unit_metrics",
+    "int_unit_slo_hourly",
 }
 EXPECTED_PARENTS = {
     "raw_events": {"experiment_registry"},
@@ -28,6 +29,8 @@ EXPECTED_PARENTS = {
     "experiment_decisions": {"factorial_effects", "agg_cell_stats", "agg_cell_quantiles", "agg_cell_slo_hourly",
                              "dq_daily"},
     "stale_flag_audit": {"stg_events"},
+    "agg_cell_slo_hourly": {"int_unit_slo_hourly", "experiment_registry"},
+    "int_unit_slo_hourly": {"fct_exposures", "stg_events", "experiment_registry"},
 }
 EXPECTED_CHECKS = {
     ("experiment_registry", "registry_lint"),
@@ -98,7 +101,7 @@ def test_catalogue_metadata(workdir):
     groups = {graph.get(dg.AssetKey(k)).group_name for k in ("stg_events", "stg_exposure_factors")}
     assert groups == {"staging"}
     assert graph.get(dg.AssetKey("agg_cell_stats")).group_name == "marts"
-    assert {graph.get(dg.AssetKey(k)).group_name for k in ("int_unit_attributes", "int_unit_metrics")} == {"intermediate"}
+    assert {graph.get(dg.AssetKey(k)).group_name for k in ("int_unit_attributes", "int_unit_metrics", "int_unit_slo_hourly")} == {"intermediate"}
     assert set(TABLES) >= {"effects", "srm", "cell_bayes", "hte", "hte_heterogeneity", "stale_flags", "decisions",
                            "alerts"}
 

@@ -20,7 +20,7 @@ from .test_dbt_incremental import TABLES, columns
 from .test_dbt_marts import DBT_DIR, PROJECT_ROOT, dbt, ingest, one, query
 
 PER_UNIT = ["staging.stg_exposure_factors", "marts.fct_exposures", "intermediate.int_unit_attributes",
-            "marts.fct_outcomes", "intermediate.int_unit_metrics"]
+            "marts.fct_outcomes", "intermediate.int_unit_metrics", "intermediate.int_unit_slo_hourly"]
 
 
 def _night(data: Path, day: str, **vars_) -> None:

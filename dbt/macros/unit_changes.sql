@@ -2,7 +2,8 @@
   Incremental marts by unit (docs/architecture.md, "Incremental nights").
 
   Every per-unit model (stg_exposure_factors, fct_exposures, int_unit_attributes, fct_outcomes,
-  int_unit_metrics) depends only on its unit's deduplicated events and on the registry. So:
+  int_unit_metrics, int_unit_slo_hourly) depends only on its unit's deduplicated events and on the
+  registry. So:
     * stg_events logs, after each build, the units whose rows it wrote or removed (the old unit of
       a replaced or vanished id too) in `<stg_events>__unit_changes` (unit_id, change_seq), one
       change_seq per build;

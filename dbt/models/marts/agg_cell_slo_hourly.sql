@@ -6,52 +6,34 @@
 -- device clock ahead of the collector must not fill tomorrow's buckets).
 -- Why hourly buckets, not windows: the output stays small (cells x hours, not events), and the
 -- burn windows (1 h, 6 h, 24 h, per experiment in the registry) are summed in Python from the same
--- buckets, so changing a window needs no SQL change. Full rebuild: first exposures can move.
+-- buckets, so changing a window needs no SQL change. A full rebuild, but over the per-unit buckets
+-- of int_unit_slo_hourly (incremental by unit), not over the events.
 with slo_metrics as (
     select distinct
         em.experiment_id,
         m.metric,
-        m.slo_source,
         m.slo_objective,
         m.slo_good_below,
         m.slo_period_days
     from {{ source('raw', 'registry_experiment_metrics') }} as em
     inner join {{ source('raw', 'registry_metrics') }} as m on m.metric = em.metric
     where m.slo_source is not null
-),
-
-slo_events as (
-    select
-        x.experiment_id,
-        sm.metric,
-        x.cell_id,
-        date_trunc('hour', e.ts) as hour,
-        case when e.value >= sm.slo_good_below then 1 else 0 end as is_bad,
-        sm.slo_objective,
-        sm.slo_good_below,
-        sm.slo_period_days
-    from {{ ref('fct_exposures') }} as x
-    inner join slo_metrics as sm on sm.experiment_id = x.experiment_id
-    inner join {{ ref('stg_events') }} as e
-        on e.unit_id = x.unit_id and e.event_type = 'metric' and e.metric = sm.slo_source
-    where x.is_analysable
-      and e.value is not null
-      and e.ts >= x.first_exposure_at
-      {%- if as_of_date() != '9999-12-31' %}
-      and e.ts < {{ add_days(as_of_literal(), 1) }}
-      {%- endif %}
 )
 
 select
-    experiment_id,
-    metric,
-    cell_id,
-    hour,
-    experiment_id || ':' || metric || ':' || cell_id || ':' || cast(hour as string) as slo_key,
-    count(*) as events,
-    sum(is_bad) as bad_events,
-    max(slo_objective) as slo_objective,
-    max(slo_good_below) as slo_good_below,
-    max(slo_period_days) as slo_period_days
-from slo_events
-group by experiment_id, metric, cell_id, hour
+    u.experiment_id,
+    u.metric,
+    u.cell_id,
+    u.hour,
+    u.experiment_id || ':' || u.metric || ':' || u.cell_id || ':' || cast(u.hour as string) as slo_key,
+    cast(sum(u.events) as {{ dbt.type_bigint() }}) as events,
+    cast(sum(u.bad_events) as {{ dbt.type_bigint() }}) as bad_events,
+    max(sm.slo_objective) as slo_objective,
+    max(sm.slo_good_below) as slo_good_below,
+    max(sm.slo_period_days) as slo_period_days
+from {{ ref('int_unit_slo_hourly') }} as u
+inner join slo_metrics as sm on sm.experiment_id = u.experiment_id and sm.metric = u.metric
+{%- if as_of_date() != '9999-12-31' %}
+where u.hour < {{ add_days(as_of_literal(), 1) }}  {#- an hour bucket ends by midnight iff its events do #}
+{%- endif %}
+group by u.experiment_id, u.metric, u.cell_id, u.hour
