@@ -199,3 +199,45 @@ def test_build_tests_check_the_rows_the_build_wrote(two_nights):
                      f" where event_id = (select min(event_id) from raw.events where dt = '{days[2]}')")
     assert "accepted_values_stg_events_event_type__exposure__metric" in _failing_tests(
         data, "build", as_of=days[2])
+
+
+def test_first_exposure_fields_equal_a_sort_in_pandas(two_nights):
+    """fct_exposures picks firsts with the `first_by` aggregate (portable.sql): checked against a
+    sort of the exposure rows in pandas, with NULL fields on some first exposures (they stay NULL:
+    never filled from a later exposure) and levels that change within a unit."""
+    data, days = two_nights
+    ingest(data, days)
+    dbt(data, "run", "--select", "stg_events", "stg_exposure_factors", vars_={"as_of": days[-1]})
+    with duckdb.connect(str(data / "wh.duckdb")) as conn:
+        rows = conn.execute("select * from staging.stg_exposure_factors").df()
+        first = rows.sort_values(["ts", "event_id"]).groupby(["experiment_id", "unit_id"]).head(1)
+        nulled = first.iloc[::3][["experiment_id", "unit_id", "event_id"]]
+        conn.register("nulled", nulled)
+        conn.execute("update staging.stg_exposure_factors as f set device = null, country = null from nulled as n"
+                     " where f.event_id = n.event_id and f.experiment_id = n.experiment_id")
+        # a later exposure of some units shows another level: the first level must stay
+        later = rows.sort_values(["ts", "event_id"]).groupby(["experiment_id", "unit_id", "factor"]).tail(1)
+        conn.register("later", later.iloc[::4][["event_id", "factor"]])
+        conn.execute("update staging.stg_exposure_factors as f set level = level || '_late' from later as l"
+                     " where f.event_id = l.event_id and f.factor = l.factor"
+                     " and f.event_id not in (select event_id from nulled)")
+        rows = conn.execute("select * from staging.stg_exposure_factors").df()
+    dbt(data, "run", "--select", "fct_exposures", vars_={"as_of": days[-1]})
+    ordered = rows.sort_values(["ts", "event_id", "position"])
+    first = ordered.groupby(["experiment_id", "unit_id"]).head(1).set_index(["experiment_id", "unit_id"])
+    levels = ordered.groupby(["experiment_id", "unit_id", "factor"]).head(1).sort_values("position")
+    cells = levels.assign(kv=levels.factor + "=" + levels.level).groupby(["experiment_id", "unit_id"]).kv.agg("|".join)
+    got = query(data, "select experiment_id, unit_id, first_exposure_event_id, device, platform, country,"
+                      " is_new_user, cell_id from marts.fct_exposures")
+    assert len(got) == len(first) > 100
+    nulls = 0
+    for exp, unit, event_id, device, platform, country, is_new_user, cell_id in got:
+        want = first.loc[(exp, unit)]
+        assert event_id == want.event_id
+        for value, col in ((device, "device"), (platform, "platform"), (country, "country"),
+                           (is_new_user, "is_new_user")):
+            expected = None if want[col] is None or want[col] != want[col] else want[col]
+            assert value == expected, (exp, unit, col, value, expected)
+        nulls += device is None
+        assert cell_id == cells.loc[(exp, unit)]
+    assert nulls >= len(nulled) > 30
