@@ -25,6 +25,28 @@
     json_extract_string({{ json_expr }}, '$.{{ key }}')
 {%- endmacro %}
 
+{#- Several top-level fields of one JSON text, parsed once: `json_fields` makes a value holding them
+    all, `json_fields_get` reads one back (same keys, same order). DuckDB: one json_extract_string
+    over a list of paths (a list; 3x faster than a call per field); elsewhere a struct of json_field. -#}
+{% macro json_fields(json_expr, keys) -%}
+    {{ return(adapter.dispatch('json_fields', 'mvt_pipeline')(json_expr, keys)) }}
+{%- endmacro %}
+{% macro default__json_fields(json_expr, keys) -%}
+    named_struct({% for k in keys %}'{{ k }}', {{ json_field(json_expr, k) }}{{ ', ' if not loop.last }}{% endfor %})
+{%- endmacro %}
+{% macro duckdb__json_fields(json_expr, keys) -%}
+    json_extract_string({{ json_expr }}, [{% for k in keys %}'$.{{ k }}'{{ ', ' if not loop.last }}{% endfor %}])
+{%- endmacro %}
+{% macro json_fields_get(fields_expr, keys, key) -%}
+    {{ return(adapter.dispatch('json_fields_get', 'mvt_pipeline')(fields_expr, keys, key)) }}
+{%- endmacro %}
+{% macro default__json_fields_get(fields_expr, keys, key) -%}
+    {{ fields_expr }}.{{ key }}
+{%- endmacro %}
+{% macro duckdb__json_fields_get(fields_expr, keys, key) -%}
+    {{ fields_expr }}[{{ keys.index(key) + 1 }}]
+{%- endmacro %}
+
 {% macro add_days(ts_expr, days_expr) -%}
     {{ return(adapter.dispatch('add_days', 'mvt_pipeline')(ts_expr, days_expr)) }}
 {%- endmacro %}

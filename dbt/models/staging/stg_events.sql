@@ -97,6 +97,7 @@ ranked as (
     from copies as c
 ),
 
+{%- set context_keys = ['device', 'platform', 'country', 'is_new_user', 'user_agent', 'app_version'] %}
 deduped as (
     select
         event_id,
@@ -116,11 +117,11 @@ deduped as (
         {#- a segment value that held PII was redacted at ingestion ([redacted:<kind>]): it becomes
             one 'redacted' segment instead of leaking the rest of the text into the marts -#}
         {%- for seg in ['device', 'platform', 'country', 'is_new_user'] %}
-        case when {{ is_redacted(json_field('context', seg)) }} then 'redacted'
-             else {{ json_field('context', seg) }} end as {{ seg }},
+        {%- set field = json_fields_get('ctx', context_keys, seg) %}
+        case when {{ is_redacted(field) }} then 'redacted' else {{ field }} end as {{ seg }},
         {%- endfor %}
-        {{ json_field('context', 'user_agent') }} as user_agent,
-        {{ json_field('context', 'app_version') }} as app_version,
+        {{ json_fields_get('ctx', context_keys, 'user_agent') }} as user_agent,
+        {{ json_fields_get('ctx', context_keys, 'app_version') }} as app_version,
         {#- an exposure's whole context: segments may be any attribute the registry names
             (fct_unit_segments); exposures are a small share of events -#}
         case when event_type = 'exposure' then coalesce(context, '{}') end as exposure_context,
@@ -133,8 +134,10 @@ deduped as (
         last_copy_dt,
         (select max(ingested_at) from {{ source('raw', 'events') }}) as ingested_watermark,
         '{{ invocation_id }}' as dbt_batch_id
-    from ranked
-    where copy_rank = 1
+    from (
+        {#- the context's fields, parsed once per winning copy -#}
+        select *, {{ json_fields('context', context_keys) }} as ctx from ranked where copy_rank = 1
+    ) as ranked
 )
 
 {% if is_incremental() %}
