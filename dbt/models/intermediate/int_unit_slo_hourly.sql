@@ -6,10 +6,7 @@
 -- moves. Incremental by unit (macros/unit_changes.sql): a unit's buckets need only its own events.
 {{ unit_model_config() }}
 with slo_metrics as (
-    select distinct em.experiment_id, m.metric, m.slo_source, m.slo_good_below
-    from {{ source('raw', 'registry_experiment_metrics') }} as em
-    inner join {{ source('raw', 'registry_metrics') }} as m on m.metric = em.metric
-    where m.slo_source is not null
+    {{ experiment_slo_metrics() }}
 )
 
 select

@@ -9,15 +9,7 @@
 -- buckets, so changing a window needs no SQL change. A full rebuild, but over the per-unit buckets
 -- of int_unit_slo_hourly (incremental by unit), not over the events.
 with slo_metrics as (
-    select distinct
-        em.experiment_id,
-        m.metric,
-        m.slo_objective,
-        m.slo_good_below,
-        m.slo_period_days
-    from {{ source('raw', 'registry_experiment_metrics') }} as em
-    inner join {{ source('raw', 'registry_metrics') }} as m on m.metric = em.metric
-    where m.slo_source is not null
+    {{ experiment_slo_metrics() }}
 )
 
 select

@@ -10,9 +10,8 @@ with unit_exposures as (
     select * from {{ ref('stg_exposure_factors') }} where {{ in_changed_units('unit_id') }}
 ),
 
--- Aggregates only (no windows over the exposure rows): the first level of a factor is the level of
--- its earliest (ts, event_id) row, picked by first_by; a sort of every exposure row per unit spills
--- at scale.
+-- Aggregates, no window over every exposure row (such a sort spills at scale): the first level of a
+-- factor is the level of its earliest (ts, event_id) row, picked by first_by.
 per_factor as (
     select
         experiment_id, unit_id, factor, position,
