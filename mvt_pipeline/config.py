@@ -22,6 +22,12 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
 # Defaults, defined once. DuckDB's memory cap applies to the Python connections and to dbt alike
 # (dbt receives it through the environment, see `dbt_environment`): a large night spills to disk.
 DEFAULT_DUCKDB_MEMORY_LIMIT = "4GB"
+# The engine of the dbt models (docs/scale-out.md): DuckDB in the warehouse file, or Apache Spark
+# through dbt-spark reading the raw tables as Parquet (the dbt target of the same name).
+WAREHOUSES = ("duckdb", "spark")
+DEFAULT_WAREHOUSE = "duckdb"
+DEFAULT_SPARK_MASTER = "local[2]"
+DEFAULT_SPARK_DRIVER_MEMORY = "4g"
 # the night dbt builds, handed to the dbt subprocess (night_environment; dbt/macros/as_of.sql)
 AS_OF_VARIABLE = "MVT_AS_OF"
 DEFAULT_PARTITIONS_START = "2026-10-01"
@@ -153,6 +159,18 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class SparkSettings:
+    """Where MVT_WAREHOUSE=spark keeps its files: the raw tables as Parquet (`lake_dir`, written by
+    ingestion, read by Spark) and Spark's own warehouse of the built models (`warehouse_dir`, with its
+    Derby metastore); the local session's master and driver memory."""
+
+    lake_dir: Path
+    warehouse_dir: Path
+    master: str = DEFAULT_SPARK_MASTER
+    driver_memory: str = DEFAULT_SPARK_DRIVER_MEMORY
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     duckdb_path: Path
@@ -166,6 +184,12 @@ class Settings:
     limits: IngestLimits = IngestLimits()
     pii: PiiSettings = PiiSettings()
     runs: RunSettings = RunSettings()
+    warehouse: str = DEFAULT_WAREHOUSE
+    spark: SparkSettings | None = None
+
+    @property
+    def on_spark(self) -> bool:
+        return self.warehouse == "spark"
 
     @property
     def raw_dir(self) -> Path:
@@ -188,7 +212,8 @@ class Settings:
         """dbt's artifacts of the nights of this warehouse (manifest, run_results, compiled SQL): one
         folder kept from night to night, so dbt parses only what changed (its partial-parse file is
         valid for one profile, i.e. one warehouse) and nothing piles up."""
-        return self.duckdb_path.parent / "dbt_target"
+        # one per engine: the partial-parse file is valid for one profile target
+        return self.duckdb_path.parent / ("dbt_target" if not self.on_spark else "dbt_target_spark")
 
     def duckdb_config(self) -> dict[str, str]:
         """The settings of every DuckDB connection the project opens (the warehouse's writers and
@@ -199,8 +224,14 @@ class Settings:
     def dbt_environment(self) -> dict[str, str]:
         """What the dbt subprocess reads through `env_var()` in dbt/profiles.yml."""
         config = self.duckdb_config()
-        return {"MVT_DUCKDB_PATH": str(self.duckdb_path), "MVT_DUCKDB_MEMORY_LIMIT": config["memory_limit"],
-                "MVT_DUCKDB_TEMP_DIR": config["temp_directory"]}
+        env = {"MVT_DUCKDB_PATH": str(self.duckdb_path), "MVT_DUCKDB_MEMORY_LIMIT": config["memory_limit"],
+               "MVT_DUCKDB_TEMP_DIR": config["temp_directory"], "MVT_DBT_TARGET": self.warehouse}
+        if self.on_spark and self.spark is not None:
+            env.update({"MVT_RAW_PARQUET_DIR": str(self.spark.lake_dir),
+                        "MVT_SPARK_WAREHOUSE_DIR": str(self.spark.warehouse_dir),
+                        "MVT_SPARK_MASTER": self.spark.master, "MVT_SPARK_DRIVER_MEMORY": self.spark.driver_memory,
+                        "MVT_SPARK_LOG4J_CONFIG": str(DBT_PROJECT_DIR / "spark" / "log4j2.properties")})
+        return env
 
 
 def settings() -> Settings:
@@ -211,9 +242,20 @@ def settings() -> Settings:
     cron = _text("MVT_NIGHTLY_CRON", DEFAULT_NIGHTLY_CRON)
     if len(cron.split()) != 5:
         raise SettingsError(f"MVT_NIGHTLY_CRON={cron!r} is not a five-field cron expression")
+    warehouse = (_text("MVT_WAREHOUSE", DEFAULT_WAREHOUSE) or "").lower()
+    if warehouse not in WAREHOUSES:
+        raise SettingsError(f"MVT_WAREHOUSE={warehouse!r} is not one of {', '.join(WAREHOUSES)}")
+    duckdb_path = _path("MVT_DUCKDB_PATH", data_dir / "warehouse" / "mvt.duckdb")
     return Settings(
         data_dir=data_dir,
-        duckdb_path=_path("MVT_DUCKDB_PATH", data_dir / "warehouse" / "mvt.duckdb"),
+        duckdb_path=duckdb_path,
+        warehouse=warehouse,
+        spark=SparkSettings(
+            lake_dir=_path("MVT_RAW_PARQUET_DIR", data_dir / "lake" / "raw"),
+            warehouse_dir=_path("MVT_SPARK_WAREHOUSE_DIR", duckdb_path.parent / "spark"),
+            master=_text("MVT_SPARK_MASTER", DEFAULT_SPARK_MASTER),
+            driver_memory=_text("MVT_SPARK_DRIVER_MEMORY", DEFAULT_SPARK_DRIVER_MEMORY),
+        ),
         reports_dir=_path("MVT_REPORTS_DIR", data_dir / "reports"),
         duckdb_memory_limit=memory,
         partitions_start=_date("MVT_PARTITIONS_START", DEFAULT_PARTITIONS_START),

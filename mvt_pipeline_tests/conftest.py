@@ -27,6 +27,11 @@ def pytest_configure(config):
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """A data dir with the sample registry and flags, its own warehouse, reports and DAGSTER_HOME."""
+    return make_workdir(tmp_path, monkeypatch)
+
+
+def make_workdir(tmp_path: Path, monkeypatch) -> Path:
+    """The `workdir` fixture's set-up in `tmp_path` (also for module-scoped fixtures' MonkeyPatch)."""
     data = tmp_path / "data"
     shutil.copytree(SAMPLE_REGISTRY, data / "registry")
     shutil.copytree(SAMPLE_FLAGS, data / "flags")
@@ -38,6 +43,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MVT_REPORTS_DIR", str(data / "reports"))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     # dbt reads these through the environment; a test's run must not leak into the next one
-    for var in ("MVT_DUCKDB_MEMORY_LIMIT", "MVT_DUCKDB_TEMP_DIR"):
+    for var in ("MVT_DUCKDB_MEMORY_LIMIT", "MVT_DUCKDB_TEMP_DIR", "MVT_WAREHOUSE", "MVT_DBT_TARGET",
+                "MVT_RAW_PARQUET_DIR", "MVT_SPARK_WAREHOUSE_DIR"):
         monkeypatch.delenv(var, raising=False)
     return data

@@ -101,7 +101,7 @@
     {{ return(adapter.dispatch('hash_text', 'mvt_pipeline')(expr)) }}
 {%- endmacro %}
 {% macro default__hash_text(expr) -%}
-    md5({{ expr }})
+    {{ dbt.hash(expr) }}
 {%- endmacro %}
 
 {# Seconds from `start_expr` to `end_expr` as a double (interval arithmetic differs per warehouse). #}
@@ -134,4 +134,33 @@
 {# The one rule for a value that held PII: ingestion replaced it by `[redacted:<kind>]`. #}
 {% macro is_redacted(expr) -%}
     {{ expr }} like '%[redacted:%'
+{%- endmacro %}
+
+{#- ---------------------------------------------------------------------------------------------
+    Apache Spark (MVT_WAREHOUSE=spark, docs/scale-out.md). dbt-spark turns ANSI mode off: a bad
+    cast gives NULL there where DuckDB raises, so no model casts a value that can fail (ingestion
+    has typed every raw column; the casts left are of values already valid). A ratio of counts is
+    `cast(a as double) / b`: Spark divides decimals (`a * 1.0 / b`) to 6 decimal places.
+--------------------------------------------------------------------------------------------- -#}
+{% macro spark__json_text(json_expr, key_expr) -%}
+    get_json_object({{ json_expr }}, concat('$.', {{ key_expr }}))
+{%- endmacro %}
+{#- the registry's paths are DuckDB's `$."a"."b"` (names allow no quote): Spark reads `$['a']['b']` -#}
+{% macro spark__json_path_text(json_expr, path_expr) -%}
+    get_json_object({{ json_expr }}, regexp_replace({{ path_expr }}, '\\."([^"]*)"', '[\'$1\']'))
+{%- endmacro %}
+{% macro spark__json_field(json_expr, key) -%}
+    get_json_object({{ json_expr }}, '$.{{ key }}')
+{%- endmacro %}
+{#- dbt.dateadd on Spark goes through to_unix_timestamp (whole seconds): the milliseconds of an
+    exposure time would be lost, so a day is added as an interval -#}
+{% macro spark__add_days(ts_expr, days_expr) -%}
+    timestampadd(DAY, {{ days_expr }}, {{ ts_expr }})
+{%- endmacro %}
+{#- dbt.listagg on Spark ignores the order (collect_list): sort (order, value) pairs instead -#}
+{% macro spark__ordered_string_agg(expr, sep, order_by) -%}
+    array_join(transform(array_sort(collect_list(named_struct('k', {{ order_by }}, 'v', {{ expr }}))), x -> x.v), '{{ sep }}')
+{%- endmacro %}
+{% macro spark__seconds_between(start_expr, end_expr) -%}
+    ((unix_micros({{ end_expr }}) - unix_micros({{ start_expr }})) / 1e6)
 {%- endmacro %}

@@ -122,3 +122,16 @@
         {{ config(materialized='table') }}
     {%- endif -%}
 {%- endmacro %}
+
+{#- stg_events: merged by event_id where tables take DELETE (DuckDB), else a table rebuilt each night
+    (no unit-change log then: every per-unit model is a table too) -#}
+{% macro events_model_config() -%}
+    {%- if target.type == 'duckdb' -%}
+        {{ config(materialized='incremental', unique_key='event_id', incremental_strategy='delete+insert',
+                  on_schema_change='append_new_columns',
+                  post_hook=["{{ create_unit_changes_log() }}", "{{ record_unit_changes() }}",
+                             "{{ tombstone_cleanup(this) }}", "{{ record_as_of(this) }}"]) }}
+    {%- else -%}
+        {{ config(materialized='table') }}
+    {%- endif -%}
+{%- endmacro %}

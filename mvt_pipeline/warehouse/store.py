@@ -245,8 +245,7 @@ def cell_quantiles(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def last_exposures(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Per experiment: the last exposure and how many units were exposed (the flag audit's activity)."""
     return conn.execute(
-        "select experiment_id, max(ts) as last_exposure_at, count(distinct unit_id) as units"
-        " from staging.stg_events where event_type = 'exposure' group by 1").df()
+        "select experiment_id, last_exposure_at, units from marts.agg_experiment_exposures").df()
 
 
 def daily_loss(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -376,9 +375,7 @@ def source_quality_daily(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) 
                    to_json(map(list(reason order by reason), list(n order by reason))) as quarantine_reasons
             from reasons group by all
         ), kept as (
-            select dt as day, source, count(*) as n_events,
-                   quantile_cont(epoch(received_at) - epoch(ts), 0.95) as lag_p95_seconds
-            from staging.stg_events group by all
+            select day, source, n_events, lag_p95_seconds from marts.dq_source_daily
         ), days as (select day, source from lines union select day, source from quarantined)
         select d.day, d.source, coalesce(l.n_lines, 0) as n_lines, coalesce(q.n_quarantined, 0) as n_quarantined,
                coalesce(q.quarantine_reasons, '{}') as quarantine_reasons,
@@ -392,4 +389,4 @@ def source_contents(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Which source carries which experiment's exposures and which metric events (to give each
     experiment the quality of its own sources)."""
     return conn.execute(
-        "select distinct source, event_type, experiment_id, metric from staging.stg_events").df()
+        "select source, event_type, experiment_id, metric from marts.dq_source_contents").df()

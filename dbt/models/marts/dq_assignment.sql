@@ -14,8 +14,8 @@ select
     sum(case when n_hash_versions > 1 then 1 else 0 end) as n_hash_version_changes,
     sum(case when is_analysable then 1 else 0 end) as n_analysable,
     sum(case when not is_bot and not is_incomplete then 1 else 0 end) as n_srm_units,
-    sum(case when is_flipped then 1 else 0 end) * 1.0 / count(*) as flip_rate,
-    sum(case when n_devices > 1 then 1 else 0 end) * 1.0 / count(*) as multi_device_rate,
-    sum(case when n_hash_versions > 1 then 1 else 0 end) * 1.0 / count(*) as hash_version_change_rate
+    cast(sum(case when is_flipped then 1 else 0 end) as double) / count(*) as flip_rate,
+    cast(sum(case when n_devices > 1 then 1 else 0 end) as double) / count(*) as multi_device_rate,
+    cast(sum(case when n_hash_versions > 1 then 1 else 0 end) as double) / count(*) as hash_version_change_rate
 from {{ ref('fct_exposures') }}
 group by experiment_id, cell_id

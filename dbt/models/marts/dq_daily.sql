@@ -90,9 +90,9 @@ select
     coalesce(s.n_sequenced, 0) as n_sequenced,
     coalesce(s.n_lost, 0) as n_lost,
     case when coalesce(s.n_sequenced, 0) + coalesce(s.n_lost, 0) > 0
-         then coalesce(s.n_lost, 0) * 1.0 / (s.n_sequenced + s.n_lost) end as loss_rate,
+         then cast(coalesce(s.n_lost, 0) as double) / (s.n_sequenced + s.n_lost) end as loss_rate,
     case when coalesce(l.n_lines, 0) > 0
-         then (l.n_lines - coalesce(e.n_events, 0)) * 1.0 / l.n_lines end as duplicate_rate
+         then cast(l.n_lines - coalesce(e.n_events, 0) as double) / l.n_lines end as duplicate_rate
 from days as d
 left join lines as l on l.dt = d.dt
 left join quarantined as q on q.dt = d.dt

@@ -103,7 +103,7 @@ hash_changes as (
 activity as (
     select
         unit_id,
-        count(*) * 1.0 / count(distinct cast(ts as date)) as events_per_active_day
+        cast(count(*) as double) / count(distinct cast(ts as date)) as events_per_active_day
     from {{ ref('stg_events') }}
     where {{ in_changed_units('unit_id') }}
     group by unit_id

@@ -34,7 +34,7 @@ select
     p.cell_id,
     case
         when p.kind = 'ratio' then
-            case when p.post_denominator > 0 then p.post_numerator * 1.0 / p.post_denominator end
+            case when p.post_denominator > 0 then cast(p.post_numerator as double) / p.post_denominator end
         when c.value_cap is not null and p.post_value > c.value_cap then c.value_cap
         else p.post_value
     end as value,

@@ -21,14 +21,8 @@
 -- those units (macros/unit_changes.sql).
 -- A nightly run therefore costs one column scan of raw.events (event_id, dt, ingested_at) plus the
 -- window over the affected copies, not a sort of all history.
-{{ config(
-    materialized='incremental',
-    unique_key='event_id',
-    incremental_strategy='delete+insert',
-    on_schema_change='append_new_columns',
-    post_hook=["{{ create_unit_changes_log() }}", "{{ record_unit_changes() }}",
-               "{{ tombstone_cleanup(this) }}", "{{ record_as_of(this) }}"]
-) }}
+{{ events_model_config() }}
+
 
 {% if is_incremental() %}
     {%- set state = existing_sibling_relation(this, 'as_of') -%}
@@ -154,5 +148,5 @@ from affected_ids as a
 left join previous as p on p.event_id = a.event_id
 where a.event_id not in (select event_id from deduped)
 {% else %}
-select *, cast(null as varchar) as prior_unit_id from deduped
+select *, cast(null as {{ dbt.type_string() }}) as prior_unit_id from deduped
 {% endif %}

@@ -16,7 +16,7 @@ from ..resources import WAREHOUSE_POOL
 @dg.asset(
     group_name="reporting",
     partitions_def=daily_partitions,
-    deps=["stg_events"],
+    deps=["agg_experiment_exposures"],
     check_specs=[dg.AssetCheckSpec("no_stale_flags", asset="stale_flag_audit",
                                    description="WARN while any flag needs clean-up.")],
     pool=WAREHOUSE_POOL,

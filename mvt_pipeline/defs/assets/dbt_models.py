@@ -7,6 +7,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from dagster_duckdb import DuckDBResource
 
 from ...config import export_dbt_environment, night_environment, settings
+from ...warehouse import lake
 from ..catalog import PLATFORM_TEAM, column_schema
 from ..partitions import ONE_NIGHT_PER_RUN, daily_partitions
 from ..resources import WAREHOUSE_POOL, dbt_project
@@ -76,14 +77,23 @@ def mvt_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, duckd
     stats, built from the raw rows with dt <= the night (dbt var `as_of`)."""
     s = settings()
     export_dbt_environment(s)  # dbt runs in a subprocess that reads the warehouse from the environment
-    context.log.info(f"dbt build of the night {context.partition_key} (dbt as_of)")
+    if s.on_spark:  # what ingestion wrote is in the lake, whatever ran before (docs/scale-out.md)
+        with duckdb.get_connection() as conn:
+            synced = lake.sync_lake(conn, s.spark.lake_dir)
+        context.log.info(f"lake {s.spark.lake_dir}: {len(synced.days_written)} day(s) written, "
+                         f"{len(synced.days_removed)} removed")
+    context.log.info(f"dbt build of the night {context.partition_key} (dbt as_of) on {s.warehouse}")
     # The night goes to dbt in its environment, not --vars (dbt/macros/as_of.sql: partial parsing).
     # dagster-dbt starts dbt with this process's environment inside `cli`: set it for that call only.
     with night_environment(context.partition_key):
         # dagster-dbt uses the op context either way; passing it spares the deprecated `context.op` it
         # would call on an AssetExecutionContext.
         invocation = dbt.cli(["build"], context=context.op_execution_context, target_path=s.dbt_target_dir)
-    results = dbt_events(invocation)
+    results = dbt_events(invocation)  # raises when dbt failed: nothing is mirrored then
+    if s.on_spark:  # the marts the analysis reads, from Spark's warehouse into the DuckDB file
+        with duckdb.get_connection() as conn:
+            mirrored = lake.mirror_marts(conn, s.spark.warehouse_dir, context.partition_key)
+        context.log.info(f"mirrored from Spark: {mirrored}")
     relations = {}
     for key in context.selected_asset_keys:
         relation = context.assets_def.specs_by_key[key].metadata.get("dagster/table_name")

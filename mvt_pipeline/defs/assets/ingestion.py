@@ -11,7 +11,7 @@ from ...quality.metric_suites import blocks_the_night, save_validation, validate
 from ...quality.telemetry_metrics import Thresholds, all_metrics, check_descriptions
 from ...quality.telemetry_suite import SUITE_NAME, build_telemetry_suite, sample_sql
 from ...registry import load_registry
-from ...warehouse import store
+from ...warehouse import lake, store
 from ..catalog import PLATFORM_TEAM, column_schema
 from ..partitions import daily_partitions, one_night_per_run
 from ..resources import WAREHOUSE_POOL
@@ -82,6 +82,9 @@ def raw_events(context: dg.AssetExecutionContext, config: IngestConfig, duckdb: 
         schema = run_suite(sample, build_telemetry_suite(registry)) if len(sample) else None
         if schema is not None:
             save_validation(conn, partition, SUITE_NAME, schema)
+        if s.on_spark:  # the day's rows as Parquet by dt, what the dbt models read on Spark
+            lake.write_day(conn, s.spark.lake_dir, partition)
+            context.log.info(f"{partition}: raw.events and raw.quarantine written to {s.spark.lake_dir}")
     for warning in summary.warnings:
         context.log.warning(warning)
     if summary.skipped_unchanged:

@@ -6,6 +6,7 @@ from ...config import settings
 from ...registry import RegistryError, load_registry
 from ...registry.lint import lint_registry_dir
 from ...registry.warehouse_tables import write_registry_tables
+from ...warehouse import lake
 from ..catalog import PLATFORM_TEAM
 from ..partitions import daily_partitions, night_of, one_night_per_run
 from ..resources import WAREHOUSE_POOL
@@ -39,6 +40,8 @@ def experiment_registry(context: dg.AssetExecutionContext, duckdb: DuckDBResourc
         raise dg.Failure(description=str(exc), metadata={"lint": dg.MetadataValue.md(lint.to_markdown(index=False))}) from exc
     with duckdb.get_connection() as conn:
         counts = write_registry_tables(conn, registry)
+        if s.on_spark:
+            lake.write_registry(conn, s.spark.lake_dir)
     context.log.info(f"registry: {len(registry.experiments)} experiments, {len(registry.metrics)} metrics")
     yield dg.MaterializeResult(metadata={
         "dagster/table_name": "raw.registry_experiments",
