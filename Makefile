@@ -46,7 +46,7 @@ demo: setup
 	$(BIN)/mvt demo --users $(USERS) --days $(DAYS) --seed $(SEED) --start-date $(START)
 
 test: setup
-	@$(BIN)/python -m pytest -q; status=$$?; \
+	@$(BIN)/python -m pytest -q --durations=15; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
 	exit $$status
 

@@ -16,7 +16,8 @@ TABLES = ["staging.stg_events", "staging.stg_exposure_factors", "marts.fct_expos
           "marts.fct_unit_segments", "marts.fct_outcomes", "intermediate.int_unit_metrics", "marts.fct_unit_metrics",
           "marts.agg_cell_stats", "marts.agg_cell_quantiles", "intermediate.int_unit_slo_hourly",
           "marts.agg_cell_slo_hourly", "marts.dq_assignment",
-          "marts.dq_daily", "marts.dq_source_daily", "marts.dq_source_contents", "marts.agg_experiment_exposures"]
+          "marts.dq_daily", "marts.dq_source_daily", "marts.dq_source_contents", "marts.agg_experiment_exposures",
+          "marts.agg_cell_exposures_daily"]
 # when and by which build a row was (re)computed, and the unit an id had before: differ by design
 BOOKKEEPING = {"ingested_watermark", "dbt_batch_id", "prior_unit_id"}
 

@@ -15,6 +15,7 @@ EXPECTED_ASSETS = {
     "decision_reports", "stale_flag_audit", "dq_daily", "agg_cell_quantiles", "hte_effects",
     "agg_cell_slo_hourly", "experiment_decisions", "fct_unit_segments", "int_unit_attributes", "int_unit_metrics",
     "int_unit_slo_hourly", "agg_experiment_exposures", "dq_source_daily", "dq_source_contents",
+    "agg_cell_exposures_daily",
 }
 EXPECTED_PARENTS = {
     "raw_events": {"experiment_registry"},
@@ -26,13 +27,14 @@ EXPECTED_PARENTS = {
     "int_unit_metrics": {"fct_outcomes", "fct_exposures", "stg_events", "experiment_registry"},
     "factorial_effects": {"agg_cell_stats", "dq_assignment"},
     "decision_reports": {"factorial_effects", "experiment_decisions", "hte_effects", "stale_flag_audit",
-                         "fct_exposures", "dq_source_daily", "dq_source_contents"},
+                         "agg_cell_exposures_daily", "dq_source_daily", "dq_source_contents"},
     "experiment_decisions": {"factorial_effects", "agg_cell_stats", "agg_cell_quantiles", "agg_cell_slo_hourly",
                              "dq_daily"},
     "stale_flag_audit": {"agg_experiment_exposures"},
     "agg_experiment_exposures": {"stg_events"},
     "dq_source_daily": {"stg_events"},
     "dq_source_contents": {"stg_events"},
+    "agg_cell_exposures_daily": {"fct_exposures"},
     "agg_cell_slo_hourly": {"int_unit_slo_hourly", "experiment_registry"},
     "int_unit_slo_hourly": {"fct_exposures", "stg_events", "experiment_registry"},
 }

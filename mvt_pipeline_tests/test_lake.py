@@ -159,3 +159,14 @@ def test_the_warehouse_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("MVT_WAREHOUSE", "snowflake")
     with pytest.raises(SettingsError, match="MVT_WAREHOUSE"):
         settings()
+
+
+def test_a_missing_spark_fails_where_it_is_required_and_skips_elsewhere(monkeypatch):
+    from .test_spark import require_spark
+
+    monkeypatch.setenv("MVT_REQUIRE_SPARK", "1")
+    with pytest.raises(pytest.fail.Exception, match="pyspark.*not installed"):
+        require_spark(find=lambda name: None)
+    monkeypatch.delenv("MVT_REQUIRE_SPARK")
+    with pytest.raises(pytest.skip.Exception, match="make install-spark"):
+        require_spark(find=lambda name: None)

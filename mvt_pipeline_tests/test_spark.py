@@ -31,16 +31,17 @@ from mvt_pipeline.warehouse import lake
 
 from .conftest import make_workdir
 from .pipeline_runner import generate, ingest_again
-from .test_dbt_marts import DBT, DBT_DIR, HAND_VARS, dbt, ingest, make_hand_made
+from .test_dbt_marts import DBT_DIR, HAND_VARS, dbt, ingest, make_hand_made
 from .warehouse_compare import differences, duckdb_table, spark_table
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(1800)]
 
 
-def _require_spark() -> None:
+def require_spark(find=importlib.util.find_spec) -> None:
+    """Skip without pyspark, dbt-spark or Java; fail instead where MVT_REQUIRE_SPARK=1 (CI, make test-spark)."""
     problems = []
     # found, not imported: pyspark runs in dbt's process, not in this one
-    missing = [m for m in ("pyspark", "dbt.adapters.spark") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("pyspark", "dbt.adapters.spark") if find(m) is None]
     if missing:
         problems.append(f"{', '.join(missing)} not installed: make install-spark (pip install -e '.[spark]')")
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
@@ -53,7 +54,7 @@ def _require_spark() -> None:
 
 @pytest.fixture(autouse=True, scope="module")
 def _spark_available():
-    _require_spark()
+    require_spark()
 
 
 def spark_environment(base: Path, duckdb_path: Path) -> dict[str, str]:
@@ -65,16 +66,42 @@ def spark_environment(base: Path, duckdb_path: Path) -> dict[str, str]:
     return s.dbt_environment()
 
 
-def dbt_spark(base: Path, *args: str, vars_: dict | None = None) -> str:
-    env = {**os.environ, **spark_environment(base, base / "wh.duckdb"), "DO_NOT_TRACK": "1",
-           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    cmd = [DBT, *args, "--target", "spark", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
-           "--target-path", str(base / "dbt_target_spark"), "--log-path", str(base / "dbt_logs_spark")]
-    if vars_:
-        cmd += ["--vars", json.dumps(vars_)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=base)
+# dbt commands run one after another in one process (dbt's Python API), so the Spark session
+# starts once for all of them; `show` returns its compiled SQL and first row.
+_DBT_SESSION = textwrap.dedent("""
+    import json, sys
+    from dbt.cli.main import dbtRunner
+    commands, common = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    out = []
+    for args in commands:
+        res = dbtRunner().invoke(args + common)
+        if not res.success:
+            raise SystemExit(f"dbt {args[0]} failed: {res.exception or res.result}")
+        if args[0] == "show":
+            node = res.result.results[0]
+            table = node.agate_table
+            out.append({"sql": node.node.compiled_code, "row": dict(zip(
+                table.column_names, [None if v is None else str(v) for v in table.rows[0]]))})
+        else:  # what each data test of the build gave
+            out.append({"success": True, "tests": {r.node.unique_id: str(r.status) for r in res.result.results
+                                                   if r.node.resource_type == "test"}})
+    print("DBT_SESSION " + json.dumps(out))
+""")
+
+
+def dbt_session(base: Path, target: str, commands: list[list[str]], env: dict[str, str]) -> list[dict]:
+    common = ["--target", target, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+              "--target-path", str(base / f"dbt_target_{target}"), "--log-path", str(base / f"dbt_logs_{target}")]
+    proc = subprocess.run([sys.executable, "-c", _DBT_SESSION, json.dumps(commands), json.dumps(common)],
+                          env={**os.environ, **env, "DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+                          capture_output=True, text=True, timeout=900, cwd=base)
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
-    return proc.stdout
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith("DBT_SESSION "))
+    return json.loads(line[len("DBT_SESSION "):])
+
+
+def show_macros() -> list[str]:
+    return ["show", "--inline", macro_query(), "--limit", "1"]
 
 
 def model_relations() -> list[str]:
@@ -103,8 +130,11 @@ def hand_on_both(tmp_path_factory) -> Path:
     with duckdb.connect(str(data / "wh.duckdb")) as conn:
         synced = lake.sync_lake(conn, data / "lake")
     assert synced.days_written and synced.registry_tables == 6
-    out = dbt_spark(data, "build", vars_=HAND_VARS)
-    assert "Completed successfully" in out
+    built, shown = dbt_session(data, "spark", [["build", "--vars", json.dumps(HAND_VARS)], show_macros()],
+                               spark_environment(data, data / "wh.duckdb"))
+    assert built["success"]
+    (data / "build_spark.json").write_text(json.dumps(built))
+    (data / "macros_spark.json").write_text(json.dumps(shown))
     return data
 
 
@@ -128,9 +158,10 @@ def test_the_lake_holds_each_day_once_and_a_rerun_writes_nothing(hand_on_both):
 
 def test_build_tests_run_on_spark_too(hand_on_both):
     """dbt's data tests ran on Spark as part of `dbt build` (not skipped: none is DuckDB-only)."""
-    results = json.loads((hand_on_both / "dbt_target_spark" / "run_results.json").read_text())["results"]
-    tests = [r for r in results if r["unique_id"].startswith("test.")]
-    assert tests and all(r["status"] == "pass" for r in tests), [r for r in tests if r["status"] != "pass"]
+    tests = json.loads((hand_on_both / "build_spark.json").read_text())["tests"]
+    manifest = json.loads((DBT_DIR / "target" / "manifest.json").read_text())
+    expected = {k for k, n in manifest["nodes"].items() if n["resource_type"] == "test"}
+    assert set(tests) == expected and set(tests.values()) == {"pass"}, tests
 
 
 # --- each dispatched macro on both engines ------------------------------------------------------
@@ -173,36 +204,15 @@ def macro_query() -> str:
     return prelude + "select " + ", ".join(f"{expr} as {name}" for name, (expr, _) in MACRO_CASES.items())
 
 
-_SHOW = textwrap.dedent("""
-    import json, sys
-    from dbt.cli.main import dbtRunner
-    sql, target, project, target_path = sys.argv[1:5]
-    res = dbtRunner().invoke(["show", "--inline", sql, "--target", target, "--project-dir", project,
-                              "--profiles-dir", project, "--target-path", target_path, "--quiet", "--limit", "1"])
-    if not res.success:
-        raise SystemExit(f"dbt show failed: {res.exception}")
-    node = res.result.results[0]
-    table = node.agate_table
-    print(json.dumps({"sql": node.node.compiled_code,
-                      "row": dict(zip(table.column_names, [None if v is None else str(v) for v in table.rows[0]]))}))
-""")
-
-
 @pytest.fixture(scope="module")
-def macros_on_both(tmp_path_factory) -> dict[str, dict]:
-    """The macro cases as one query, compiled and run by `dbt show` once per engine."""
-    base = tmp_path_factory.mktemp("spark_macros")
-    sql = macro_query()
-    out = {}
-    for target, env in (("duckdb", {**settings().dbt_environment(), "MVT_DUCKDB_PATH": str(base / "m.duckdb"),
-                                    "MVT_DUCKDB_TEMP_DIR": str(base / "tmp")}),
-                        ("spark", spark_environment(base, base / "m.duckdb"))):
-        proc = subprocess.run([sys.executable, "-c", _SHOW, sql, target, str(DBT_DIR), str(base / f"t_{target}")],
-                              env={**os.environ, **env, "DO_NOT_TRACK": "1"}, capture_output=True, text=True,
-                              timeout=600, cwd=base)
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        out[target] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
+def macros_on_both(hand_on_both, tmp_path_factory) -> dict[str, dict]:
+    """The macro cases as one query run by `dbt show` on each engine (Spark's in the hand-made
+    data's session, after its build)."""
+    base = tmp_path_factory.mktemp("duckdb_macros")
+    env = {**settings().dbt_environment(), "MVT_DUCKDB_PATH": str(base / "m.duckdb"),
+           "MVT_DUCKDB_TEMP_DIR": str(base / "tmp")}
+    (duck,) = dbt_session(base, "duckdb", [show_macros()], env)
+    return {"duckdb": duck, "spark": json.loads((hand_on_both / "macros_spark.json").read_text())}
 
 
 @pytest.mark.parametrize("case", sorted(MACRO_CASES))

@@ -40,11 +40,11 @@ LAKE_TABLES: dict[str, bool] = {
 PART_FILE = "part-00000.parquet"
 MARKER = "_mvt_ingested"
 
-# What the assets after dbt read of the models (mvt_pipeline/warehouse/store.py): schema -> tables.
-# Per-event and per-unit models stay in Spark.
+# What the assets after dbt read of the models (mvt_pipeline/warehouse/store.py): schema -> tables,
+# each a row per cell, day or experiment. Per-event and per-unit models stay in Spark.
 MIRRORED_MARTS: dict[str, tuple[str, ...]] = {
     "marts": ("agg_cell_stats", "agg_cell_quantiles", "agg_cell_slo_hourly", "dq_assignment", "dq_daily",
-              "dq_source_daily", "dq_source_contents", "agg_experiment_exposures", "fct_exposures"),
+              "dq_source_daily", "dq_source_contents", "agg_experiment_exposures", "agg_cell_exposures_daily"),
 }
 AS_OF_TABLE = "staging.stg_events__as_of"  # what store.marts_as_of reads: the night the marts hold
 

@@ -357,8 +357,7 @@ def nights_until(conn: duckdb.DuckDBPyConnection, name: str, as_of: dt.date | st
 def exposures_per_day(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Analysable units per experiment, cell and day of first exposure (the marts' night)."""
     return conn.execute(
-        "select experiment_id, cell_id, cast(first_exposure_at as date) as day, count(*) as units"
-        " from marts.fct_exposures where is_analysable group by all order by all").df()
+        "select experiment_id, cell_id, day, units from marts.agg_cell_exposures_daily order by all").df()
 
 
 def source_quality_daily(conn: duckdb.DuckDBPyConnection, as_of: dt.date | str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from ..resources import WAREHOUSE_POOL
 @one_night_per_run
 @dg.asset(group_name="reporting", partitions_def=daily_partitions,
           deps=["factorial_effects", "experiment_decisions", "hte_effects", "stale_flag_audit",
-                "fct_exposures", "dq_source_daily", "dq_source_contents"],
+                "agg_cell_exposures_daily", "dq_source_daily", "dq_source_contents"],
           pool=WAREHOUSE_POOL, kinds={"html"}, owners=experiment_owners())
 def decision_reports(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """One self-contained HTML decision page per experiment plus an index, kept per night in
